@@ -1,0 +1,239 @@
+/*
+** internal.h: declarations shared by the C files of lasync.core (prefix lasync__).
+** Nothing here is part of the public API; see lasync.h for that.
+*/
+#ifndef LASYNC_INTERNAL_H
+#define LASYNC_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+#include "lua.h"
+#include "lauxlib.h"
+#include "lasync.h"
+#include "compat.h"
+
+#define LASYNC_RUNTIME_MT "lasync.runtime"
+#define LASYNC_TASK_MT "lasync.task"
+#define LASYNC_FUTURE_MT "lasync.future"
+#define LASYNC_SCOPE_MT "lasync.scope"
+#define LASYNC_WAITSET_MT "lasync.waitset"
+#define LASYNC_ERROR_MT "lasync.error"
+#define LASYNC_OP_MT "lasync.op"
+#define LASYNC_NOTIFIER_MT "lasync.notifier"
+
+/* Registry key of the runtime userdata. */
+#define LASYNC_RUNTIME_KEY "lasync.runtime"
+/* Registry key under which lasync_set_loop leaves the host's loop for luaopen. */
+#define LASYNC_HOSTLOOP_KEY "lasync.hostloop"
+
+#define lasync__container_of(p, type, field) ((type *)((char *)(p) - offsetof(type, field)))
+
+typedef struct lasync__runtime lasync__runtime;
+typedef struct lasync__task lasync__task;
+
+/* {====== timers: one binary heap per runtime, driven by one uv_timer ======} */
+
+typedef struct lasync__timer {
+  double when;                 /* absolute, in lasync__now() seconds */
+  uint64_t seq;                /* insertion order: equal deadlines fire FIFO */
+  uint32_t idx;                /* 1-based position in the heap; 0 = not armed */
+  void (*fire)(lasync__runtime *rt, struct lasync__timer *tm);
+} lasync__timer;
+
+/* Monotonic time in seconds. */
+double lasync__now(void);
+/* Arms (or re-arms) tm to fire at `when`. Never runs Lua. */
+void lasync__timer_start(lasync__runtime *rt, lasync__timer *tm, double when);
+void lasync__timer_stop(lasync__runtime *rt, lasync__timer *tm);
+/* Fires every timer due at `now`; fire callbacks only mark tasks ready. */
+void lasync__timers_run(lasync__runtime *rt, double now);
+/* Seconds until the earliest timer (negative if due), or HUGE_VAL if none. */
+double lasync__timers_next(lasync__runtime *rt, double now);
+
+/* {====== futures and tasks ======} */
+
+enum { LASYNC_PENDING = 0, LASYNC_OK, LASYNC_ERROR, LASYNC_CANCELLED };
+enum { LASYNC_KIND_FUTURE = 1, LASYNC_KIND_TASK };
+
+/* Intrusive circular list node; a node is linked iff next != NULL. */
+typedef struct lasync__dlist {
+  struct lasync__dlist *next, *prev;
+} lasync__dlist;
+
+typedef struct lasync__listener lasync__listener;
+/* Something waiting for a future to finish; fire() runs no Lua. Listeners fire in the order
+** they were linked. */
+struct lasync__listener {
+  lasync__dlist link;          /* must be first */
+  void (*fire)(lasync__runtime *rt, lasync__listener *l);
+};
+
+typedef struct lasync__fut {
+  unsigned char kind;          /* LASYNC_KIND_* */
+  unsigned char state;         /* LASYNC_PENDING ... */
+  unsigned char retrieved;     /* its outcome was observed (await, result, error, gather) */
+  unsigned char has_callbacks; /* on_done callbacks are waiting in the extra table */
+  int nres;                    /* number of results when state == LASYNC_OK */
+  lasync__dlist listeners;     /* sentinel */
+} lasync__fut;
+
+/* User values of future and task userdata. */
+#define LASYNC_UV_RESULT 1     /* single result, or {n=...} table, or the error value */
+#define LASYNC_UV_EXTRA 2      /* lazily created table: callbacks, name, traceback, ... */
+#define LASYNC_UV_CO 3         /* task: its coroutine while it runs */
+#define LASYNC_UV_SITE 4       /* task: the function that spawned it (for file:line) */
+#define LASYNC_UV_FN 5         /* task: the function to run, then nil */
+#define LASYNC_UV_ARGS 6       /* task: first argument (more follow) */
+
+/* What a suspended task is waiting for. */
+enum {
+  LASYNC_OP_NONE = 0,          /* running, ready, new or done */
+  LASYNC_OP_YIELD,             /* sleep(0): already in the ready queue */
+  LASYNC_OP_SLEEP,
+  LASYNC_OP_AWAIT,             /* one future: task->wait is linked */
+  LASYNC_OP_WAITSET,           /* task->op is a waitset */
+  LASYNC_OP_EXTERN             /* task->op is a lasync_op */
+};
+
+typedef struct lasync__scope lasync__scope;
+
+struct lasync__task {
+  lasync__fut fut;             /* must be first: a task is a future */
+  lasync__task *next;          /* ready queue link */
+  lua_State *co;               /* coroutine while running, else NULL */
+  lasync__timer timer;         /* sleep and deadline wake-ups */
+  lasync__listener wait;       /* used by LASYNC_OP_AWAIT */
+  void *op;                    /* LASYNC_OP_WAITSET / LASYNC_OP_EXTERN record */
+  double sleep_until;
+  lasync__scope **scopes;      /* cancel scopes, innermost last */
+  uint32_t id;
+  int slot;                    /* index in the runtime's live table */
+  int nargs;
+  int site_line;               /* line of the spawn call, or -1 */
+  unsigned short nscopes, capscopes;
+  unsigned char op_kind;
+  unsigned char queued;
+  unsigned char cancel_requested;
+  unsigned char reported;      /* an unretrieved failure was reported */
+};
+
+struct lasync__scope {
+  lasync__task *task;          /* owner while entered, else NULL */
+  double deadline;             /* absolute, HUGE_VAL for none */
+  double duration;             /* the relative timeout, for messages */
+  int ref;                     /* registry ref that anchors the scope while entered */
+  unsigned char cancelled;     /* cancelled explicitly or expired; sticky until exit */
+  unsigned char expired;
+  unsigned char shield;
+};
+
+struct lasync__runtime {
+  uv_loop_t *loop;
+  uv_loop_t own_loop;
+  uv_timer_t *wake;            /* malloc'd, freed in its close callback */
+  lua_State *L;                /* main thread: for finalizer-time work only */
+  lasync__task *current;       /* the task being resumed, or NULL */
+  lasync__task *ready_head, *ready_tail;
+  lasync__timer **heap;
+  uint32_t nheap, capheap;
+  uint64_t timer_seq;
+  uint32_t task_ids;
+  int ntasks;                  /* live (not finished) tasks */
+  unsigned char shutting_down; /* run's main task finished: new tasks start cancelled */
+  int live_ref;                /* registry: slot -> task userdata */
+  int *free_slots;
+  int nfree, capfree, nslots;
+  int pool_ref;                /* registry: idle coroutines (array) */
+  int npool;
+  int failed_ref;              /* registry: weak-keyed set of failed, unretrieved tasks */
+  int passthrough_ref;         /* registry: weak-keyed set of pass-through coroutines */
+  int notifiers_ref;           /* registry: notifiers with pending notifications */
+  int nexternal;               /* external ops in flight */
+  double last_poll;
+  struct lasync_notifier *notify_head; /* notifiers that fired, not yet dispatched */
+  unsigned char running;       /* inside async.run or lasync_step */
+  unsigned char owns_loop;
+  unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
+  unsigned char closing;       /* lua_close is finalizing: touch no Lua, no tasks */
+};
+
+/* The runtime, from upvalue 1 of every lasync.core function. */
+#define lasync__rt(L) ((lasync__runtime *)lua_touserdata((L), lua_upvalueindex(1)))
+lasync__runtime *lasync__getruntime(lua_State *L);
+
+/* task.c */
+void lasync__open_task(lua_State *L, lasync__runtime *rt);
+lasync__fut *lasync__tofut(lua_State *L, int idx);
+lasync__fut *lasync__checkfut(lua_State *L, int idx);
+void lasync__push_task(lua_State *L, lasync__runtime *rt, lasync__task *t); /* [-0, +1, -] */
+/* Spawns fn (below nargs arguments) as a task and replaces them by it; the spawn site is the
+** function at stack `level` (0: none). [-(n+1), +1, e] */
+lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int level);
+void lasync__fut_init(lasync__fut *f, int kind);
+int lasync__task_cancel(lasync__runtime *rt, lua_State *L, lasync__task *t);
+void lasync__link(lasync__fut *f, lasync__listener *l);  /* appends */
+void lasync__unlink(lasync__listener *l);
+/* Stores the outcome in the userdata at idx and wakes listeners and callbacks. */
+void lasync__fut_finish(lua_State *L, lasync__runtime *rt, int idx);
+
+/* sched.c */
+void lasync__open_sched(lua_State *L, lasync__runtime *rt);
+void lasync__enqueue(lasync__runtime *rt, lasync__task *t);
+/* Marks a suspended task ready: stops its timer, forgets its op. */
+void lasync__wake(lasync__runtime *rt, lasync__task *t);
+/* Aborts the op of a suspended task if it is effectively cancelled, and wakes it. */
+void lasync__interrupt(lasync__runtime *rt, lasync__task *t);
+/* The running task, after checking that L may suspend here; raises a clear error otherwise. */
+lasync__task *lasync__check_suspend(lua_State *L, lasync__runtime *rt, const char *what);
+/* Raises Cancelled if the task is effectively cancelled (sticky). */
+void lasync__check_cancel(lua_State *L, lasync__runtime *rt, lasync__task *t);
+/* Registers op_kind and yields; k runs on resume. [-?, +?, e] */
+int lasync__suspend(lua_State *L, lasync__runtime *rt, lasync__task *t, int op_kind,
+                    lua_KContext ctx, lua_KFunction k);
+void lasync__run_ready(lua_State *L, lasync__runtime *rt);
+/* Fires due timers and notifiers and runs the loop once (blocking if `block` and nothing is
+** ready). Returns 1 instead of blocking when nothing could ever wake a task. */
+int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block);
+/* Runs tasks until `until` finished (NULL: until no task is live); 1 on deadlock. */
+int lasync__run_until(lua_State *L, lasync__runtime *rt, lasync__task *until);
+void lasync__arm_wake(lasync__runtime *rt, double now);
+void lasync__task_done(lua_State *L, lasync__runtime *rt, lasync__task *t);
+extern char lasync__yield_tag;
+
+/* scope.c */
+void lasync__open_scope(lua_State *L, lasync__runtime *rt);
+/* The scope whose cancellation reaches the task now (outermost), or NULL. Root (task-level
+** cancellation) is reported as LASYNC_ROOT_SCOPE. Expires scopes whose deadline passed. */
+#define LASYNC_ROOT_SCOPE ((lasync__scope *)1)
+lasync__scope *lasync__cancel_origin(lasync__task *t, double now);
+double lasync__effective_deadline(lasync__task *t);
+void lasync__scopes_release(lua_State *L, lasync__task *t);
+
+/* waitset.c */
+void lasync__open_waitset(lua_State *L, lasync__runtime *rt);
+void lasync__waitset_abort(lasync__task *t);
+
+/* error.c */
+void lasync__open_error(lua_State *L);
+/* Pushes a new error object {kind=, message=}. [-0, +1, m] */
+void lasync__push_error(lua_State *L, const char *kind, const char *fmt, ...);
+int lasync__is_error_kind(lua_State *L, int idx, const char *kind);
+/* Pushes the Cancelled error a task receives now. [-0, +1, m] */
+void lasync__push_cancelled(lua_State *L, lasync__runtime *rt, lasync__task *t,
+                            lasync__scope *origin);
+/* Builds a class: metatable `name` with methods (as __index) and metamethods, every function
+** getting the runtime userdata (at stack top) as upvalue 1. [-1, +0, m] */
+void lasync__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
+                      const luaL_Reg *metamethods);
+
+/* ops.c (external ops, notifiers) */
+void lasync__open_ops(lua_State *L, lasync__runtime *rt);
+void lasync__op_abort(lasync__task *t);
+void lasync__dispatch_notifiers(lua_State *L, lasync__runtime *rt);
+void lasync__close_notifiers(lasync__runtime *rt);
+
+/* timer.c */
+void lasync__open_timer(lua_State *L, lasync__runtime *rt);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+** lasync.h: the public C API of lasync, for hosts that embed Lua and want async scripting.
+**
+** One runtime lives in each Lua state. It is created by luaopen_lasync_core (directly, or through
+** require("lasync.core") / require("lasync")). By default the runtime owns its libuv loop and
+** scripts drive it with async.run(fn). A host that already runs a libuv loop calls
+** lasync_set_loop() before opening the module, then calls lasync_step() from its own loop
+** (for example after each uv_run(loop, UV_RUN_ONCE)); tasks then run between the host's events.
+**
+** A host C function can suspend the calling task until the host's own callback completes the
+** operation (a C-level future): see lasync_op_new / lasync_op_await / lasync_op_complete.
+*/
+#ifndef LASYNC_H
+#define LASYNC_H
+
+#include <uv.h>
+#include "lua.h"
+
+#define LASYNC_VERSION "0.1.0"
+
+#ifndef LASYNC_API
+#define LASYNC_API __attribute__((visibility("default"))) extern
+#endif
+
+/* Opens the C module: pushes the `lasync.core` table. [-0, +1, m] */
+LASYNC_API int luaopen_lasync_core(lua_State *L);
+
+/* Makes the runtime of L use the host's loop instead of its own. MUST be called before
+** luaopen_lasync_core runs in L. The loop MUST outlive the Lua state. [-0, +0, m] */
+LASYNC_API void lasync_set_loop(lua_State *L, uv_loop_t *loop);
+
+/* The loop the runtime of L uses (its own or the host's), or NULL if the module is not open.
+** [-0, +0, -] */
+LASYNC_API uv_loop_t *lasync_loop(lua_State *L);
+
+/* Spawns a task: pops a function and nargs arguments, pushes the new Task. The task runs at the
+** next scheduler pass (async.run's loop, or the host's next lasync_step). Raises on bad
+** arguments. [-(nargs+1), +1, e] */
+LASYNC_API void lasync_spawn(lua_State *L, int nargs);
+
+/* For hosts that drive the loop themselves: fires expired timers, then runs every task that is
+** ready (once each), then arms the runtime's wake-up timer so that the host's next
+** uv_run(loop, UV_RUN_ONCE) returns when a task is due. MUST NOT be called from inside a task or
+** from inside async.run. Returns the number of live tasks. Raises only on misuse. [-0, +0, e] */
+LASYNC_API int lasync_step(lua_State *L);
+
+/*
+** External operations (C-level futures).
+**
+**   static int host_fetch(lua_State *L) {
+**     struct req *r = start_request(...);               -- the host's own operation
+**     r->op = lasync_op_new(L, r, cancel_request);       -- raises if not called from a task
+**     return lasync_op_await(L, r->op, deliver_result);  -- suspends the task
+**   }
+**   void on_request_done(struct req *r) {               -- the host's callback, later
+**     lasync_op_complete(r->op, 0);                      -- marks the task ready; runs no Lua
+**   }
+**
+** When the task resumes, `deliver(L, data, status)` runs inside the task: it pushes the results
+** and returns their number (or raises). If the task is cancelled first, `cancel(data)` is called
+** at once (from whichever code cancelled it); after that the host MUST NOT call
+** lasync_op_complete for this op, and deliver is not called. The op's memory belongs to the
+** runtime: the host MUST NOT use the pointer after deliver or cancel was called.
+*/
+typedef struct lasync_op lasync_op;
+typedef int (*lasync_deliver_fn)(lua_State *L, void *data, int status);
+typedef void (*lasync_cancel_fn)(void *data);
+
+/* Creates an op for the running task and pushes it (keep it on the stack until
+** lasync_op_await). Raises if not called from a task that can suspend. [-0, +1, e] */
+LASYNC_API lasync_op *lasync_op_new(lua_State *L, void *data, lasync_cancel_fn cancel);
+
+/* Suspends the running task until lasync_op_complete(op, ...); use it as
+** `return lasync_op_await(L, op, deliver);` from a lua_CFunction. [-?, +?, e] */
+LASYNC_API int lasync_op_await(lua_State *L, lasync_op *op, lasync_deliver_fn deliver);
+
+/* Completes op with a host-defined status (passed to deliver). Runs no Lua code: safe from any
+** libuv callback on the loop's thread. Ignored once the op completed or was cancelled. */
+LASYNC_API void lasync_op_complete(lasync_op *op, int status);
+
+/*
+** Notifiers: wake Lua from a signal handler or another thread.
+** lasync_notifier_new pops a function and returns a handle; each lasync_notify(h) (async-signal-
+** safe and thread-safe: it is uv_async_send) makes the runtime spawn a task that runs the
+** function, at its next scheduler pass. Several notifications before that pass coalesce into
+** one. The notifier does not keep async.run from finishing. [-1, +0, e]
+*/
+typedef struct lasync_notifier lasync_notifier;
+LASYNC_API lasync_notifier *lasync_notifier_new(lua_State *L);
+LASYNC_API void lasync_notify(lasync_notifier *n);
+
+#endif

@@ -1,0 +1,418 @@
+/*
+** sched.c: the scheduler. Tasks are coroutines that run a C trampoline; every suspension goes
+** through lasync__suspend (a tagged lua_yieldk), and the scheduler resumes ready tasks from one
+** place (lasync__run_ready). libuv callbacks and timer fires only mark tasks ready.
+**
+** Coroutines are reused: when a task body returns, the trampoline yields `done_tag` and waits
+** for the next body, so a finished task gives its coroutine back to a pool.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+char lasync__yield_tag;        /* first value of every runtime suspension */
+static char done_tag;          /* the trampoline finished a body */
+
+#define POOL_MAX 1024
+#define POLL_INTERVAL 0.001    /* seconds between I/O polls while tasks stay ready */
+
+/* {====== ready queue and wake-ups ======} */
+
+void lasync__enqueue(lasync__runtime *rt, lasync__task *t) {
+  if (t->queued) return;
+  t->queued = 1;
+  t->next = NULL;
+  if (rt->ready_tail)
+    rt->ready_tail->next = t;
+  else
+    rt->ready_head = t;
+  rt->ready_tail = t;
+}
+
+void lasync__wake(lasync__runtime *rt, lasync__task *t) {
+  lasync__timer_stop(rt, &t->timer);
+  lasync__unlink(&t->wait);
+  t->op_kind = LASYNC_OP_NONE;
+  lasync__enqueue(rt, t);
+}
+
+void lasync__interrupt(lasync__runtime *rt, lasync__task *t) {
+  switch (t->op_kind) {
+    case LASYNC_OP_NONE: case LASYNC_OP_YIELD:
+      return;  /* running or already ready: the continuation checks */
+    default: break;
+  }
+  if (lasync__cancel_origin(t, lasync__now()) == NULL) return;  /* shielded */
+  switch (t->op_kind) {
+    case LASYNC_OP_WAITSET: lasync__waitset_abort(t); break;
+    case LASYNC_OP_EXTERN: lasync__op_abort(t); break;
+    default: break;  /* sleep and await are undone by lasync__wake */
+  }
+  lasync__wake(rt, t);
+}
+
+static void on_task_timer(lasync__runtime *rt, lasync__timer *tm) {
+  lasync__task *t = lasync__container_of(tm, lasync__task, timer);
+  double when;
+  if (t->op_kind == LASYNC_OP_SLEEP && t->sleep_until <= tm->when) {
+    lasync__wake(rt, t);
+    return;
+  }
+  lasync__interrupt(rt, t);  /* a deadline passed */
+  if (t->op_kind == LASYNC_OP_NONE) return;
+  when = lasync__effective_deadline(t);
+  if (t->op_kind == LASYNC_OP_SLEEP && t->sleep_until < when) when = t->sleep_until;
+  if (when < HUGE_VAL) lasync__timer_start(rt, &t->timer, when);
+}
+
+/* {====== suspension ======} */
+
+static int is_passthrough(lua_State *L, lasync__runtime *rt) {
+  int yes;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->passthrough_ref);
+  lua_pushthread(L);
+  yes = lua_rawget(L, -2) != LUA_TNIL;
+  lua_pop(L, 2);
+  return yes;
+}
+
+lasync__task *lasync__check_suspend(lua_State *L, lasync__runtime *rt, const char *what) {
+  lasync__task *t = rt->current;
+  if (t == NULL)
+    luaL_error(L, "%s must be called from a task (inside async.run, or in a script run by the "
+               "lasync interpreter)", what);
+  if (L != t->co && !is_passthrough(L, rt))
+    luaL_error(L, "%s cannot suspend a plain coroutine running inside a task; create the "
+               "coroutine with async.wrap(fn) so that it can await", what);
+  if (!lua_isyieldable(L))
+    luaL_error(L, "%s cannot suspend here: it was called from C code that cannot yield (a "
+               "require'd chunk, a table.sort comparator, a string.gsub callback, a metamethod, "
+               "__gc or an on_done callback); await outside that call, or spawn a task there "
+               "and await it from the outside", what);
+  return t;
+}
+
+void lasync__check_cancel(lua_State *L, lasync__runtime *rt, lasync__task *t) {
+  lasync__scope *origin;
+  if (!t->cancel_requested && t->nscopes == 0) return;
+  origin = lasync__cancel_origin(t, lasync__now());
+  if (origin == NULL) return;
+  lasync__push_cancelled(L, rt, t, origin);
+  lua_error(L);
+}
+
+int lasync__suspend(lua_State *L, lasync__runtime *rt, lasync__task *t, int op_kind,
+                    lua_KContext ctx, lua_KFunction k) {
+  double when = HUGE_VAL;
+  t->op_kind = (unsigned char)op_kind;
+  if (op_kind == LASYNC_OP_SLEEP) when = t->sleep_until;
+  if (t->nscopes && op_kind != LASYNC_OP_YIELD) {
+    double d = lasync__effective_deadline(t);
+    if (d < when) when = d;
+  }
+  if (when < HUGE_VAL) {
+    t->timer.fire = on_task_timer;
+    lasync__timer_start(rt, &t->timer, when);
+  }
+  lua_pushlightuserdata(L, &lasync__yield_tag);
+  return lua_yieldk(L, 1, ctx, k);
+}
+
+/* {====== the trampoline: runs task bodies inside the coroutine ======} */
+
+static void set_extra_field(lua_State *L, lasync__runtime *rt, lasync__task *t,
+                            const char *field) {
+  /* [-1, +0, m]: extra[field] = top */
+  lasync__push_task(L, rt, t);
+  if (lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, -3, LASYNC_UV_EXTRA);
+  }
+  lua_rotate(L, -3, -1);  /* value on top: task, extra, value */
+  lua_setfield(L, -2, field);
+  lua_pop(L, 2);
+}
+
+static int describe_error(lua_State *L) {
+  luaL_tolstring(L, 1, NULL);  /* may call __tostring: runs protected */
+  return 1;
+}
+
+/* Pushes "\n\nit was raised in an awaited task:\n" and that task's traceback when the error
+** at err_idx is the error of the task that await/result re-raised in t (extra.cause); returns
+** the number of values pushed. Clears extra.cause. */
+static int push_cause(lua_State *co, lasync__runtime *rt, lasync__task *t, int err_idx) {
+  int n = 0, top = lua_gettop(co);
+  lasync__fut *cf;
+  lasync__push_task(co, rt, t);
+  if (lua_getiuservalue(co, -1, LASYNC_UV_EXTRA) != LUA_TTABLE) goto out;
+  lua_getfield(co, -1, "cause");
+  lua_pushnil(co);
+  lua_setfield(co, -3, "cause");
+  cf = lasync__tofut(co, -1);
+  if (cf == NULL || cf->kind != LASYNC_KIND_TASK) goto out;
+  lua_getiuservalue(co, -1, LASYNC_UV_RESULT);
+  if (!lua_rawequal(co, -1, err_idx)) goto out;
+  if (lua_getiuservalue(co, -2, LASYNC_UV_EXTRA) != LUA_TTABLE) goto out;
+  if (lua_getfield(co, -1, "traceback") != LUA_TSTRING) goto out;
+  lua_pushliteral(co, "\n\nit was raised in an awaited task:\n");
+  lua_insert(co, -2);
+  lua_rotate(co, top + 1, 2);  /* move both to the bottom of what we pushed */
+  n = 2;
+out:
+  lua_settop(co, top + n);
+  return n;
+}
+
+/* The message handler of every task body: captures the traceback where the error was raised,
+** names the task and where it was spawned, and appends the traceback of the task the error came
+** from when await re-raised it. The error value itself passes through unchanged. */
+static int msgh(lua_State *co) {
+  lasync__runtime *rt = lasync__rt(co);
+  lasync__task *t = rt->current;
+  if (t == NULL || lasync__is_error_kind(co, 1, "cancelled")) return 1;
+  lua_settop(co, 1);
+  lua_pushcfunction(co, describe_error);
+  lua_pushvalue(co, 1);
+  if (lua_pcall(co, 1, 1, 0) != LUA_OK || !lua_isstring(co, -1)) {
+    lua_pop(co, 1);
+    lua_pushstring(co, "(error object is not a string)");
+  }
+  luaL_traceback(co, co, lua_tostring(co, -1), 1);
+  lua_remove(co, 2);
+  lua_pushliteral(co, "\n");
+  lasync__push_task(co, rt, t);
+  lua_getfield(co, -1, "_describe");
+  lua_insert(co, -2);
+  lua_call(co, 1, 1);  /* "task 'name' (spawned at file:line)" */
+  push_cause(co, rt, t, 1);
+  lua_concat(co, lua_gettop(co) - 1);
+  set_extra_field(co, rt, t, "traceback");
+  return 1;
+}
+
+static int body_run(lua_State *co);
+
+static int body_next(lua_State *co, int status, lua_KContext ctx) {
+  (void)status; (void)ctx;
+  return body_run(co);
+}
+
+static int body_k(lua_State *co, int status, lua_KContext ctx) {
+  lasync__task *t = (lasync__task *)lua_touserdata(co, 1);
+  int nres = lua_gettop(co) - 2;
+  (void)ctx;
+  if (status == LUA_OK || status == LUA_YIELD) {
+    t->fut.state = LASYNC_OK;
+    t->fut.nres = nres;
+    if (nres == 1) {
+      lua_setiuservalue(co, 1, LASYNC_UV_RESULT);
+    } else if (nres > 1) {
+      int i;
+      lua_createtable(co, nres, 1);
+      lua_insert(co, 3);
+      for (i = nres; i >= 1; i--) lua_rawseti(co, 3, i);
+      lua_pushinteger(co, nres);
+      lua_setfield(co, 3, "n");
+      lua_setiuservalue(co, 1, LASYNC_UV_RESULT);
+    }
+  } else {
+    t->fut.state = lasync__is_error_kind(co, -1, "cancelled") ? LASYNC_CANCELLED : LASYNC_ERROR;
+    lua_setiuservalue(co, 1, LASYNC_UV_RESULT);
+  }
+  lua_settop(co, 0);
+  lua_pushlightuserdata(co, &done_tag);
+  return lua_yieldk(co, 1, 0, body_next);
+}
+
+/* stack: task, fn, args... */
+static int body_run(lua_State *co) {
+  int nargs = lua_gettop(co) - 2;
+  lua_pushvalue(co, lua_upvalueindex(2));  /* msgh */
+  lua_insert(co, 2);
+  return body_k(co, lua_pcallk(co, nargs, LUA_MULTRET, 2, 0, body_k), 0);
+}
+
+/* {====== stepping tasks ======} */
+
+/* Pushes an idle coroutine (from the pool, or a new one holding the trampoline). */
+static lua_State *get_coroutine(lua_State *L, lasync__runtime *rt) {
+  lua_State *co;
+  if (rt->npool > 0) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->pool_ref);
+    lua_rawgeti(L, -1, rt->npool);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, rt->npool--);
+    lua_remove(L, -2);
+    return lua_tothread(L, -1);
+  }
+  co = lua_newthread(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &done_tag);  /* the trampoline closure */
+  lua_xmove(L, co, 1);
+  return co;
+}
+
+static void release_coroutine(lua_State *L, lasync__runtime *rt, lasync__task *t, int reuse) {
+  lasync__push_task(L, rt, t);
+  if (reuse && rt->npool < POOL_MAX) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->pool_ref);
+    lua_getiuservalue(L, -2, LASYNC_UV_CO);
+    lua_rawseti(L, -2, ++rt->npool);
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  lua_setiuservalue(L, -2, LASYNC_UV_CO);
+  lua_pop(L, 1);
+  t->co = NULL;
+}
+
+static void fail_task(lua_State *L, lasync__runtime *rt, lasync__task *t) {
+  /* [-1, +0, m]: the error value is on top of L */
+  lasync__push_task(L, rt, t);
+  lua_insert(L, -2);
+  lua_setiuservalue(L, -2, LASYNC_UV_RESULT);
+  lua_pop(L, 1);
+  t->fut.state = LASYNC_ERROR;
+}
+
+static void step(lua_State *L, lasync__runtime *rt, lasync__task *t) {
+  lua_State *co = t->co;
+  int nargs = 0, nres = 0, status;
+  if (co == NULL) {  /* first step */
+    int i, ti;
+    if (t->cancel_requested) {  /* cancelled before it started: never run the body */
+      lasync__push_cancelled(L, rt, t, LASYNC_ROOT_SCOPE);
+      fail_task(L, rt, t);
+      t->fut.state = LASYNC_CANCELLED;
+      lasync__task_done(L, rt, t);
+      return;
+    }
+    co = get_coroutine(L, rt);
+    lasync__push_task(L, rt, t);
+    ti = lua_gettop(L);
+    lua_pushvalue(L, ti - 1);
+    lua_setiuservalue(L, ti, LASYNC_UV_CO);  /* the task anchors its coroutine */
+    lua_pushvalue(L, ti);
+    lua_getiuservalue(L, ti, LASYNC_UV_FN);
+    for (i = 0; i < t->nargs; i++) lua_getiuservalue(L, ti, LASYNC_UV_ARGS + i);
+    for (i = 0; i <= t->nargs; i++) {  /* drop them from the task: the coroutine holds them */
+      lua_pushnil(L);
+      lua_setiuservalue(L, ti, LASYNC_UV_FN + i);
+    }
+    nargs = t->nargs + 2;
+    lua_xmove(L, co, nargs);
+    lua_pop(L, 2);  /* task, coroutine */
+    t->co = co;
+  }
+  rt->current = t;
+  status = lua_resume(co, L, nargs, &nres);
+  rt->current = NULL;
+  if (status == LUA_YIELD) {
+    void *tag = nres > 0 ? lua_touserdata(co, -nres) : NULL;
+    lua_pop(co, nres);
+    if (tag == &lasync__yield_tag) return;  /* suspended in an op */
+    if (tag == &done_tag) {
+      release_coroutine(L, rt, t, 1);
+      lasync__task_done(L, rt, t);
+      return;
+    }
+    lasync__push_error(L, "invalid", "coroutine.yield() was called directly in task body; "
+                       "use async.sleep(0) or async.yield() to let other tasks run, or "
+                       "async.wrap(fn) for a generator that can await");
+  } else if (status == LUA_OK) {
+    lasync__push_error(L, "invalid", "task trampoline returned");  /* cannot happen */
+  } else {
+    lua_xmove(co, L, 1);  /* an error outside the body's protected call */
+  }
+  /* the coroutine is unusable: close its pending to-be-closed variables and drop it */
+  t->op_kind = LASYNC_OP_NONE;
+  lasync__closethread(co, L);
+  fail_task(L, rt, t);
+  release_coroutine(L, rt, t, 0);
+  lasync__task_done(L, rt, t);
+}
+
+void lasync__run_ready(lua_State *L, lasync__runtime *rt) {
+  /* run each task that is ready now once; tasks made ready meanwhile wait for the next pass */
+  lasync__task *t = rt->ready_head;
+  int n = 0;
+  for (; t; t = t->next) n++;
+  while (n-- > 0 && (t = rt->ready_head) != NULL) {
+    rt->ready_head = t->next;
+    if (rt->ready_head == NULL) rt->ready_tail = NULL;
+    t->next = NULL;
+    t->queued = 0;
+    if (t->fut.state == LASYNC_PENDING) step(L, rt, t);
+  }
+}
+
+/* {====== polling the loop ======} */
+
+static void on_wake(uv_timer_t *h) {
+  (void)h;  /* nothing to do: the scheduler fires due timers after uv_run returns */
+}
+
+void lasync__arm_wake(lasync__runtime *rt, double now) {
+  double delay;
+  if (rt->wake == NULL) {
+    rt->wake = malloc(sizeof *rt->wake);
+    if (rt->wake == NULL) abort();
+    uv_timer_init(rt->loop, rt->wake);
+  }
+  if (rt->ready_head || rt->notify_head) {
+    uv_timer_start(rt->wake, on_wake, LASYNC_ZERO_TIMER_MS, 0);
+    return;
+  }
+  delay = lasync__timers_next(rt, now);
+  if (delay == HUGE_VAL) {
+    uv_timer_stop(rt->wake);
+    return;
+  }
+  delay = ceil(delay * 1000.0);
+  if (delay < 0) delay = 0;
+  if (delay > 1e9) delay = 1e9;
+  uv_timer_start(rt->wake, on_wake, (uint64_t)delay, 0);
+}
+
+/* Returns 0 normally, or 1 when blocking was asked for but nothing can ever wake a task. */
+int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block) {
+  double now = lasync__now();
+  lasync__timers_run(rt, now);
+  lasync__dispatch_notifiers(L, rt);
+  if (rt->ready_head) block = 0;
+  if (block) {
+    lasync__arm_wake(rt, now);
+    if (!uv_loop_alive(rt->loop) && rt->nexternal == 0) return 1;
+  }
+  uv_run(rt->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  rt->last_poll = lasync__now();
+  lasync__timers_run(rt, rt->last_poll);
+  lasync__dispatch_notifiers(L, rt);
+  return 0;
+}
+
+/* Runs the scheduler until `until` finished (or, with until == NULL, until no task is live).
+** Returns 0, or 1 on a deadlock: no task is ready and nothing can wake one. */
+int lasync__run_until(lua_State *L, lasync__runtime *rt, lasync__task *until) {
+  for (;;) {
+    if (rt->ready_head) lasync__run_ready(L, rt);
+    if (until ? until->fut.state != LASYNC_PENDING : rt->ntasks == 0) return 0;
+    if (rt->ready_head) {
+      if (lasync__now() - rt->last_poll >= POLL_INTERVAL) lasync__poll_loop(L, rt, 0);
+    } else if (lasync__poll_loop(L, rt, 1)) {
+      return 1;
+    }
+  }
+}
+
+void lasync__open_sched(lua_State *L, lasync__runtime *rt) {
+  /* the trampoline closure, kept in the registry: upvalues rt, msgh */
+  lua_pushlightuserdata(L, rt);
+  lua_pushlightuserdata(L, rt);
+  lua_pushcclosure(L, msgh, 1);
+  lua_pushcclosure(L, body_run, 2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &done_tag);
+}

@@ -1,0 +1,614 @@
+/*
+** task.c: futures and tasks. A task is a future whose outcome is the result of a function run
+** in its own coroutine. Outcomes live in the userdata's user values (see internal.h), so a
+** task that returns one value allocates nothing but its userdata.
+*/
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+/* {====== listeners ======} */
+
+void lasync__fut_init(lasync__fut *f, int kind) {
+  memset(f, 0, sizeof *f);
+  f->kind = (unsigned char)kind;
+  f->listeners.next = f->listeners.prev = &f->listeners;
+}
+
+void lasync__link(lasync__fut *f, lasync__listener *l) {
+  lasync__dlist *head = &f->listeners;
+  l->link.next = head;
+  l->link.prev = head->prev;
+  head->prev->next = &l->link;
+  head->prev = &l->link;
+}
+
+void lasync__unlink(lasync__listener *l) {
+  if (l->link.next == NULL) return;
+  l->link.prev->next = l->link.next;
+  l->link.next->prev = l->link.prev;
+  l->link.next = l->link.prev = NULL;
+}
+
+static void fire_listeners(lasync__runtime *rt, lasync__fut *f) {
+  while (f->listeners.next != &f->listeners) {
+    lasync__listener *l = (lasync__listener *)f->listeners.next;
+    lasync__unlink(l);
+    l->fire(rt, l);
+  }
+}
+
+/* {====== helpers ======} */
+
+lasync__fut *lasync__tofut(lua_State *L, int idx) {
+  void *p = lua_touserdata(L, idx);
+  int ok = 0;
+  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
+  luaL_getmetatable(L, LASYNC_TASK_MT);
+  ok = lua_rawequal(L, -1, -2);
+  if (!ok) {
+    luaL_getmetatable(L, LASYNC_FUTURE_MT);
+    ok = lua_rawequal(L, -1, -3);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 2);
+  return ok ? (lasync__fut *)p : NULL;
+}
+
+lasync__fut *lasync__checkfut(lua_State *L, int idx) {
+  lasync__fut *f = lasync__tofut(L, idx);
+  if (f == NULL) luaL_typeerror(L, idx, "Task or Future");
+  return f;
+}
+
+static lasync__task *checktask(lua_State *L, int idx) {
+  return (lasync__task *)luaL_checkudata(L, idx, LASYNC_TASK_MT);
+}
+
+void lasync__push_task(lua_State *L, lasync__runtime *rt, lasync__task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->live_ref);
+  lua_rawgeti(L, -1, t->slot);
+  lua_remove(L, -2);
+}
+
+/* Pushes the extra table of the userdata at idx; creates it if `create`, else may push nil. */
+static int push_extra(lua_State *L, int idx, int create) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, LASYNC_UV_EXTRA) == LUA_TTABLE || !create) return 1;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, LASYNC_UV_EXTRA);
+  return 1;
+}
+
+/* Pushes extra[field] of the userdata at idx (nil if absent). */
+static int get_extra(lua_State *L, int idx, const char *field) {
+  int type;
+  push_extra(L, idx, 0);
+  type = lua_type(L, -1) == LUA_TTABLE ? lua_getfield(L, -1, field) : LUA_TNIL;
+  if (type == LUA_TNIL) lua_pushnil(L);
+  lua_remove(L, -2);
+  return type;
+}
+
+static void push_name(lua_State *L, int idx) {
+  lasync__task *t = (lasync__task *)lua_touserdata(L, idx);
+  if (get_extra(L, idx, "name") == LUA_TNIL) {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "task-%d", (int)t->id);
+  }
+}
+
+/* Pushes "file:line" of where the task at idx was spawned, or "?". */
+static void push_site(lua_State *L, int idx) {
+  lasync__task *t = (lasync__task *)lua_touserdata(L, idx);
+  lua_Debug ar;
+  if (lua_getiuservalue(L, idx, LASYNC_UV_SITE) == LUA_TFUNCTION && lua_getinfo(L, ">S", &ar)) {
+    if (t->site_line > 0)
+      lua_pushfstring(L, "%s:%d", ar.short_src, t->site_line);
+    else
+      lua_pushstring(L, ar.short_src);
+  } else {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "?");
+  }
+}
+
+/* Stores results first..top in the userdata at idx. */
+static void store_results(lua_State *L, int idx, int first) {
+  lasync__fut *f = (lasync__fut *)lua_touserdata(L, idx);
+  int n = lua_gettop(L) - first + 1, i;
+  f->nres = n;
+  if (n == 1) {
+    lua_setiuservalue(L, idx, LASYNC_UV_RESULT);
+  } else if (n > 1) {
+    lua_createtable(L, n, 1);
+    for (i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
+    lua_setiuservalue(L, idx, LASYNC_UV_RESULT);
+    lua_settop(L, first - 1);
+  }
+}
+
+static void report_unretrieved(lua_State *L, lasync__fut *f, int idx) {
+  if (f->state != LASYNC_ERROR || f->retrieved) return;
+  if (f->kind == LASYNC_KIND_TASK) {
+    lasync__task *t = (lasync__task *)f;
+    if (t->reported) return;
+    t->reported = 1;
+    push_name(L, idx);
+    if (get_extra(L, idx, "traceback") != LUA_TSTRING) {
+      lua_pop(L, 1);
+      lua_getiuservalue(L, idx, LASYNC_UV_RESULT);
+      luaL_tolstring(L, -1, NULL);
+      lua_remove(L, -2);
+    }
+    lua_pushfstring(L, "lasync: task '%s' failed and nobody awaited it: %s\n",
+                    lua_tostring(L, -2), lua_tostring(L, -1));
+  } else {
+    f->retrieved = 1;
+    lua_getiuservalue(L, idx, LASYNC_UV_RESULT);
+    luaL_tolstring(L, -1, NULL);
+    lua_pushfstring(L, "lasync: a Future's error was never retrieved: %s\n", lua_tostring(L, -1));
+  }
+  lua_warning(L, lua_tostring(L, -1), 0);
+  lua_pop(L, 3);
+}
+
+/* {====== finishing ======} */
+
+static int call_callback(lua_State *L) {
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+void lasync__fut_finish(lua_State *L, lasync__runtime *rt, int idx) {
+  lasync__fut *f = (lasync__fut *)lua_touserdata(L, idx);
+  lua_Integer i, n;
+  idx = lua_absindex(L, idx);
+  fire_listeners(rt, f);
+  if (!f->has_callbacks) return;
+  f->has_callbacks = 0;
+  get_extra(L, idx, "callbacks");
+  push_extra(L, idx, 0);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "callbacks");
+  lua_pop(L, 1);
+  n = luaL_len(L, -1);
+  for (i = 1; i <= n; i++) {
+    lua_pushcfunction(L, call_callback);
+    lua_rawgeti(L, -2, i);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {  /* report it; the other callbacks still run */
+      lua_pushfstring(L, "lasync: an on_done callback failed: %s",
+                      luaL_tolstring(L, -1, NULL));
+      lua_warning(L, lua_tostring(L, -1), 0);
+      lua_pop(L, 3);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+void lasync__task_done(lua_State *L, lasync__runtime *rt, lasync__task *t) {
+  int idx;
+  lasync__timer_stop(rt, &t->timer);
+  lasync__unlink(&t->wait);
+  t->op_kind = LASYNC_OP_NONE;
+  lasync__push_task(L, rt, t);
+  idx = lua_gettop(L);
+  lasync__scopes_release(L, t);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->live_ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+  rt->free_slots[rt->nfree++] = t->slot;  /* capacity reserved at spawn */
+  t->slot = 0;
+  rt->ntasks--;
+  if (t->fut.state == LASYNC_ERROR) {  /* reported at the end of run unless retrieved */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->failed_ref);
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  lasync__fut_finish(L, rt, idx);
+  lua_settop(L, idx - 1);
+}
+
+/* {====== spawning ======} */
+
+static int alloc_slot(lua_State *L, lasync__runtime *rt) {
+  if (rt->nfree > 0) return rt->free_slots[--rt->nfree];
+  if (rt->nslots >= rt->capfree) {
+    int cap = rt->capfree ? rt->capfree * 2 : 256;
+    int *p = realloc(rt->free_slots, (size_t)cap * sizeof *p);
+    if (p == NULL) luaL_error(L, "not enough memory");
+    rt->free_slots = p;
+    rt->capfree = cap;
+  }
+  return ++rt->nslots;
+}
+
+static int is_callable(lua_State *L, int idx) {
+  int yes;
+  if (lua_isfunction(L, idx)) return 1;
+  yes = luaL_getmetafield(L, idx, "__call") != LUA_TNIL;
+  if (yes) lua_pop(L, 1);
+  return yes;
+}
+
+lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int level) {
+  int fn = lua_gettop(L) - nargs, i, slot;
+  lasync__task *t;
+  lua_Debug ar;
+  if (!is_callable(L, fn)) luaL_typeerror(L, fn, "function");
+  if (!rt->running && !rt->hosted)
+    luaL_error(L, "spawn: no loop is running (spawn tasks inside async.run, or in a script run "
+               "by the lasync interpreter)");
+  luaL_checkstack(L, 4, NULL);
+  slot = alloc_slot(L, rt);
+  t = (lasync__task *)lua_newuserdatauv(L, sizeof *t, LASYNC_UV_FN + nargs);
+  memset(t, 0, sizeof *t);
+  lasync__fut_init(&t->fut, LASYNC_KIND_TASK);
+  t->id = ++rt->task_ids;
+  t->nargs = nargs;
+  t->site_line = -1;
+  t->slot = slot;
+  luaL_setmetatable(L, LASYNC_TASK_MT);
+  if (level > 0 && lua_getstack(L, level, &ar) && lua_getinfo(L, "fl", &ar)) {
+    t->site_line = ar.currentline;
+    lua_setiuservalue(L, -2, LASYNC_UV_SITE);
+  }
+  for (i = nargs; i >= 0; i--) {
+    lua_pushvalue(L, fn + i);
+    lua_setiuservalue(L, -2, LASYNC_UV_FN + i);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->live_ref);
+  lua_pushvalue(L, -2);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  rt->ntasks++;
+  if (rt->shutting_down) t->cancel_requested = 1;
+  lasync__enqueue(rt, t);
+  lua_replace(L, fn);
+  lua_settop(L, fn);
+  return t;
+}
+
+int lasync__task_cancel(lasync__runtime *rt, lua_State *L, lasync__task *t) {
+  (void)L;
+  if (t->fut.state != LASYNC_PENDING) return 0;
+  t->cancel_requested = 1;
+  lasync__interrupt(rt, t);
+  return 1;
+}
+
+/* {====== Lua API: outcomes ======} */
+
+/* Pushes the outcome of the future at idx, or raises its error. */
+static int push_outcome(lua_State *L, lasync__runtime *rt, int idx) {
+  lasync__fut *f = (lasync__fut *)lua_touserdata(L, idx);
+  f->retrieved = 1;
+  if (f->state == LASYNC_OK) {
+    int i;
+    if (f->nres == 0) return 0;
+    lua_getiuservalue(L, idx, LASYNC_UV_RESULT);
+    if (f->nres == 1) return 1;
+    luaL_checkstack(L, f->nres, "too many results");
+    for (i = 1; i <= f->nres; i++) lua_rawgeti(L, -i, i);
+    return f->nres;
+  }
+  if (f->kind == LASYNC_KIND_TASK && f->state == LASYNC_ERROR && rt->current) {
+    /* remember where the error came from, for the traceback of the current task */
+    lua_pushvalue(L, idx);
+    lasync__push_task(L, rt, rt->current);
+    push_extra(L, -1, 1);
+    lua_rotate(L, -3, -1);
+    lua_setfield(L, -2, "cause");
+    lua_pop(L, 2);
+  }
+  lua_getiuservalue(L, idx, LASYNC_UV_RESULT);
+  return lua_error(L);
+}
+
+static void on_await_fire(lasync__runtime *rt, lasync__listener *l) {
+  lasync__wake(rt, lasync__container_of(l, lasync__task, wait));
+}
+
+static int fut_await_k(lua_State *L, int status, lua_KContext ctx) {
+  lasync__runtime *rt = lasync__rt(L);
+  (void)status; (void)ctx;
+  lasync__check_cancel(L, rt, rt->current);
+  return push_outcome(L, rt, 1);
+}
+
+static int fut_await(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__fut *f = lasync__checkfut(L, 1);
+  lasync__task *t = lasync__check_suspend(L, rt, "await");
+  lasync__check_cancel(L, rt, t);
+  if (f == &t->fut) luaL_error(L, "await: a task cannot await itself");
+  lua_settop(L, 1);
+  if (f->state != LASYNC_PENDING) return push_outcome(L, rt, 1);
+  t->wait.fire = on_await_fire;
+  lasync__link(f, &t->wait);
+  return lasync__suspend(L, rt, t, LASYNC_OP_AWAIT, 0, fut_await_k);
+}
+
+static int fut_done(lua_State *L) {
+  lua_pushboolean(L, lasync__checkfut(L, 1)->state != LASYNC_PENDING);
+  return 1;
+}
+
+static int fut_cancelled(lua_State *L) {
+  lua_pushboolean(L, lasync__checkfut(L, 1)->state == LASYNC_CANCELLED);
+  return 1;
+}
+
+static int fut_result(lua_State *L) {
+  lasync__fut *f = lasync__checkfut(L, 1);
+  lua_settop(L, 1);
+  if (f->state == LASYNC_PENDING) {
+    lasync__push_error(L, "invalid", "result(): the %s has not finished yet",
+                       f->kind == LASYNC_KIND_TASK ? "task" : "future");
+    return lua_error(L);
+  }
+  return push_outcome(L, lasync__rt(L), 1);
+}
+
+static int fut_error(lua_State *L) {
+  lasync__fut *f = lasync__checkfut(L, 1);
+  if (f->state != LASYNC_ERROR && f->state != LASYNC_CANCELLED) return 0;
+  f->retrieved = 1;
+  lua_getiuservalue(L, 1, LASYNC_UV_RESULT);
+  return 1;
+}
+
+static int fut_on_done(lua_State *L) {
+  lasync__fut *f = lasync__checkfut(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  if (f->state != LASYNC_PENDING) {  /* already done: call it now */
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 0);
+    return 0;
+  }
+  push_extra(L, 1, 1);
+  if (lua_getfield(L, -1, "callbacks") != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "callbacks");
+  }
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+  f->has_callbacks = 1;
+  return 0;
+}
+
+/* {====== Lua API: tasks ======} */
+
+static int task_cancel(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = checktask(L, 1);
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checkstring(L, 2);
+    if (t->fut.state == LASYNC_PENDING && !t->cancel_requested) {
+      push_extra(L, 1, 1);
+      lua_pushvalue(L, 2);
+      lua_setfield(L, -2, "cancel_msg");
+    }
+  }
+  lua_pushboolean(L, lasync__task_cancel(rt, L, t));
+  return 1;
+}
+
+static int task_name(lua_State *L) {
+  checktask(L, 1);
+  push_name(L, 1);
+  return 1;
+}
+
+static int task_set_name(lua_State *L) {
+  checktask(L, 1);
+  luaL_checkstring(L, 2);
+  push_extra(L, 1, 1);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "name");
+  return 0;
+}
+
+static int task_traceback(lua_State *L) {
+  checktask(L, 1);
+  get_extra(L, 1, "traceback");
+  return 1;
+}
+
+static int task_describe(lua_State *L) {
+  checktask(L, 1);
+  push_name(L, 1);
+  push_site(L, 1);
+  lua_pushfstring(L, "task '%s' (spawned at %s)", lua_tostring(L, -2), lua_tostring(L, -1));
+  return 1;
+}
+
+/* t:_info() -> state, op, coroutine|nil, spawn site: for async.dump */
+static int task_info(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = checktask(L, 1);
+  static const char *const ops[] = {NULL, "yield", "sleep", "await", "wait", "io"};
+  const char *state;
+  if (t->fut.state != LASYNC_PENDING)
+    state = t->fut.state == LASYNC_OK ? "done" : t->fut.state == LASYNC_ERROR ? "failed"
+                                                                           : "cancelled";
+  else if (rt->current == t)
+    state = "running";
+  else if (t->co == NULL)
+    state = "new";
+  else if (t->op_kind == LASYNC_OP_NONE || t->op_kind == LASYNC_OP_YIELD)
+    state = "ready";
+  else
+    state = "waiting";
+  lua_pushstring(L, state);
+  if (ops[t->op_kind]) lua_pushstring(L, ops[t->op_kind]); else lua_pushnil(L);
+  lua_getiuservalue(L, 1, LASYNC_UV_CO);
+  push_site(L, 1);
+  return 4;
+}
+
+static int task__tostring(lua_State *L) {
+  lasync__task *t = checktask(L, 1);
+  static const char *const states[] = {"pending", "done", "failed", "cancelled"};
+  push_name(L, 1);
+  lua_pushfstring(L, "lasync.task: '%s' (%s)", lua_tostring(L, -1), states[t->fut.state]);
+  return 1;
+}
+
+static int task__gc(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = (lasync__task *)lua_touserdata(L, 1);
+  if (t->fut.state == LASYNC_PENDING) {  /* only lua_close collects a live task */
+    rt->closing = 1;
+    return 0;
+  }
+  report_unretrieved(L, &t->fut, 1);
+  return 0;
+}
+
+static int core_spawn(lua_State *L) {
+  lasync__spawn(L, lasync__rt(L), lua_gettop(L) - 1, 1);
+  return 1;
+}
+
+/* spawn_from(level, fn, ...): for the Lua layer, which spawns on behalf of its caller */
+static int core_spawn_from(lua_State *L) {
+  int level = (int)luaL_checkinteger(L, 1);
+  lua_remove(L, 1);
+  lasync__spawn(L, lasync__rt(L), lua_gettop(L) - 1, level);
+  return 1;
+}
+
+static int core_current_task(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  if (rt->current == NULL) return 0;
+  lasync__push_task(L, rt, rt->current);
+  return 1;
+}
+
+static int core_tasks(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  int i, n = 0;
+  lua_createtable(L, rt->ntasks, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->live_ref);
+  for (i = 1; i <= rt->nslots; i++) {
+    if (lua_rawgeti(L, -1, i) == LUA_TNIL)
+      lua_pop(L, 1);
+    else
+      lua_rawseti(L, -3, ++n);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* {====== Lua API: futures ======} */
+
+static lasync__fut *check_pending_future(lua_State *L, const char *what) {
+  lasync__fut *f = (lasync__fut *)luaL_checkudata(L, 1, LASYNC_FUTURE_MT);
+  if (f->state != LASYNC_PENDING) {
+    lasync__push_error(L, "invalid", "%s: the future is already done", what);
+    lua_error(L);
+  }
+  return f;
+}
+
+static int future_set_result(lua_State *L) {
+  lasync__fut *f = check_pending_future(L, "set_result");
+  store_results(L, 1, 2);
+  f->state = LASYNC_OK;
+  lasync__fut_finish(L, lasync__rt(L), 1);
+  return 0;
+}
+
+static int future_set_error(lua_State *L) {
+  lasync__fut *f = check_pending_future(L, "set_error");
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, LASYNC_UV_RESULT);
+  f->state = lasync__is_error_kind(L, 2, "cancelled") ? LASYNC_CANCELLED : LASYNC_ERROR;
+  lasync__fut_finish(L, lasync__rt(L), 1);
+  return 0;
+}
+
+static int future_cancel(lua_State *L) {
+  lasync__fut *f = (lasync__fut *)luaL_checkudata(L, 1, LASYNC_FUTURE_MT);
+  const char *msg = luaL_optstring(L, 2, NULL);
+  if (f->state != LASYNC_PENDING) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (msg)
+    lasync__push_error(L, "cancelled", "the future was cancelled: %s", msg);
+  else
+    lasync__push_error(L, "cancelled", "the future was cancelled");
+  lua_setiuservalue(L, 1, LASYNC_UV_RESULT);
+  f->state = LASYNC_CANCELLED;
+  lasync__fut_finish(L, lasync__rt(L), 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int future__tostring(lua_State *L) {
+  lasync__fut *f = (lasync__fut *)luaL_checkudata(L, 1, LASYNC_FUTURE_MT);
+  static const char *const states[] = {"pending", "done", "failed", "cancelled"};
+  lua_pushfstring(L, "lasync.future: %p (%s)", (void *)f, states[f->state]);
+  return 1;
+}
+
+static int future__gc(lua_State *L) {
+  report_unretrieved(L, (lasync__fut *)lua_touserdata(L, 1), 1);
+  return 0;
+}
+
+static int core_future(lua_State *L) {
+  lasync__fut *f = (lasync__fut *)lua_newuserdatauv(L, sizeof *f, 2);
+  lasync__fut_init(f, LASYNC_KIND_FUTURE);
+  luaL_setmetatable(L, LASYNC_FUTURE_MT);
+  return 1;
+}
+
+void lasync__open_task(lua_State *L, lasync__runtime *rt) {
+  static const luaL_Reg task_methods[] = {
+    {"await", fut_await}, {"cancel", task_cancel}, {"done", fut_done},
+    {"cancelled", fut_cancelled}, {"result", fut_result}, {"error", fut_error},
+    {"name", task_name}, {"set_name", task_set_name}, {"on_done", fut_on_done},
+    {"traceback", task_traceback}, {"_describe", task_describe}, {"_info", task_info},
+    {NULL, NULL}
+  };
+  static const luaL_Reg task_meta[] = {
+    {"__tostring", task__tostring}, {"__gc", task__gc}, {NULL, NULL}
+  };
+  static const luaL_Reg future_methods[] = {
+    {"set_result", future_set_result}, {"set_error", future_set_error},
+    {"cancel", future_cancel}, {"await", fut_await}, {"done", fut_done},
+    {"cancelled", fut_cancelled}, {"result", fut_result}, {"error", fut_error},
+    {"on_done", fut_on_done}, {NULL, NULL}
+  };
+  static const luaL_Reg future_meta[] = {
+    {"__tostring", future__tostring}, {"__gc", future__gc}, {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"spawn", core_spawn}, {"spawn_from", core_spawn_from}, {"await", fut_await},
+    {"current_task", core_current_task}, {"tasks", core_tasks}, {"Future", core_future},
+    {NULL, NULL}
+  };
+  /* stack: module table */
+  lua_pushlightuserdata(L, rt);
+  lasync__newclass(L, LASYNC_TASK_MT, task_methods, task_meta);
+  lasync__newclass(L, LASYNC_FUTURE_MT, future_methods, future_meta);
+  luaL_setfuncs(L, funcs, 1);
+}

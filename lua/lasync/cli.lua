@@ -1,0 +1,184 @@
+-- lasync.cli: the command line of the `lasync` interpreter (csrc/main.c calls M.main).
+-- The script runs as the main task of async.run, so its top level can await.
+local M = {}
+
+local async = require("lasync")
+
+local USAGE = [==[
+usage: lasync [options] [script [args]]
+Available options are:
+  -e stat   execute string 'stat'
+  -i        enter interactive mode after executing 'script'
+  -v        show version information
+  --        stop handling options
+  -         execute stdin and stop handling options
+]==]
+
+local function report(msg)
+  io.stderr:write("lasync: ", msg, "\n")
+  io.stderr:flush()
+end
+
+local function parse(argv)
+  local o = { execs = {}, script = nil, script_index = nil }
+  local i = 1
+  while argv[i] do
+    local a = argv[i]
+    if a == "--" then
+      i = i + 1
+      break
+    elseif a == "-" then
+      break
+    elseif a == "-i" then
+      o.interactive = true
+      o.version = true
+    elseif a == "-v" then
+      o.version = true
+    elseif a == "-e" then
+      i = i + 1
+      if argv[i] == nil then return nil, "'-e' needs argument" end
+      o.execs[#o.execs + 1] = argv[i]
+    elseif a:sub(1, 2) == "-e" then
+      o.execs[#o.execs + 1] = a:sub(3)
+    elseif a:sub(1, 1) == "-" then
+      return nil, "unrecognized option '" .. a .. "'"
+    else
+      break
+    end
+    i = i + 1
+  end
+  if argv[i] then
+    o.script, o.script_index = argv[i], i
+  end
+  return o
+end
+
+-- arg like lua.c: arg[0] is the script, negative indices the interpreter and options
+local function make_arg(argv, script_index)
+  local arg = {}
+  local base = script_index or #argv + 1
+  for i = 0, #argv do arg[i - base] = argv[i] end
+  if script_index == nil then arg[0] = nil end
+  return arg
+end
+
+local function print_failure(task, err)
+  local tb = task and task:traceback()
+  if tb then
+    report(tb)
+  else
+    report(tostring(err))
+  end
+end
+
+local function repl(interp)
+  _G.async = async
+  local pack, unpack = table.pack, table.unpack
+  local state = { eval = nil }
+  while true do
+    local line = interp.read_line("> ")
+    if line == nil then
+      io.stdout:write("\n")
+      break
+    end
+    local chunk, err = load("return " .. line, "=stdin")
+    if not chunk then
+      local src = line
+      chunk, err = load(src, "=stdin")
+      while not chunk and err:find("<eof>$") do  -- an incomplete statement: read more
+        local more = interp.read_line(">> ")
+        if more == nil then break end
+        src = src .. "\n" .. more
+        chunk, err = load(src, "=stdin")
+      end
+    end
+    if chunk then
+      local t = async.spawn(chunk)
+      state.eval = t
+      M.eval = state
+      local r = pack(pcall(t.await, t))
+      state.eval = nil
+      if r[1] then
+        if r.n > 1 then print(unpack(r, 2, r.n)) end
+      elseif async.is_cancelled(r[2]) then
+        io.stderr:write("interrupted\n")
+      else
+        io.stderr:write(t:traceback() or tostring(r[2]), "\n")
+      end
+      interp.rearm_interrupt()
+    else
+      io.stderr:write(err, "\n")
+    end
+  end
+  interp.close_stdin()
+end
+
+function M.main(argv)
+  local o, perr = parse(argv)
+  if not o then
+    report(perr)
+    io.stderr:write(USAGE)
+    return 1
+  end
+  if o.version then print("lasync " .. async.version .. " (" .. _VERSION .. ")") end
+  _G.arg = make_arg(argv, o.script_index)
+
+  local chunk, lerr
+  if o.script == "-" then
+    chunk, lerr = loadfile(nil)
+  elseif o.script then
+    chunk, lerr = loadfile(o.script)
+  end
+  if o.script and not chunk then
+    report(lerr)
+    return 1
+  end
+  if not o.script and #o.execs == 0 and not o.version then
+    local interp = require("lasync.interp")
+    if interp then o.interactive = true end
+  end
+
+  local interp = require("lasync.interp")
+  local main_task, interrupted
+  local script_args = {}
+  if o.script_index then
+    for i = o.script_index + 1, #argv do script_args[#script_args + 1] = argv[i] end
+  end
+
+  local ok, err = pcall(async.run, function()
+    main_task = async.current_task()
+    interp.install_signals(function()
+      local e = M.eval and M.eval.eval
+      if o.interactive and e and not e:done() then
+        e:cancel("interrupted (SIGINT)")
+      elseif o.interactive and not (e and not e:done()) then
+        io.stdout:write("\n(to exit, press Ctrl-D)\n> ")
+        io.stdout:flush()
+        interp.rearm_interrupt()
+      else
+        interrupted = true
+        main_task:cancel("interrupted (SIGINT)")
+      end
+    end, function()
+      io.stderr:write(async.dump())
+      io.stderr:flush()
+    end)
+    for _, src in ipairs(o.execs) do
+      local f, e = load(src, "=(command line)")
+      if not f then error(e, 0) end
+      f()
+    end
+    if chunk then chunk(table.unpack(script_args)) end
+    if o.interactive then repl(interp) end
+  end)
+  io.stdout:flush()
+  if ok then return 0 end
+  if interrupted and async.is_cancelled(err) then
+    report("interrupted")
+    return 130
+  end
+  print_failure(main_task, err)
+  return interrupted and 130 or 1
+end
+
+return M

@@ -1,0 +1,448 @@
+-- lasync: structured concurrency for Lua 5.4 on libuv.
+--
+-- The C core (lasync.core) owns the loop, the scheduler, tasks, futures, timers, cancel scopes
+-- and waitsets. This module composes them: gather, wait, race, as_completed, wait_for,
+-- timeout/deadline, shield/shielded and TaskGroup. Every combinator owns what it spawns and never
+-- returns while a child it cancelled is still running.
+local core = require("lasync.core")
+
+local M = {}
+
+local pack, unpack = table.pack, table.unpack
+local select, type, error, pcall = select, type, error, pcall
+local getmetatable, setmetatable = getmetatable, setmetatable
+local tostring, rawequal = tostring, rawequal
+
+local spawn_from, scope, waitset, now = core.spawn_from, core.scope, core.waitset, core.now
+
+M.version = core.version
+M.run = core.run
+M.spawn = core.spawn
+M.create_task = core.spawn
+M.current_task = core.current_task
+M.now = core.now
+M.sleep = core.sleep
+M.yield = core.yield
+M.await = core.await
+M.Future = core.Future
+M.tasks = core.tasks
+
+-- {====== errors ======}
+
+local function new_error(kind, message, fields)
+  local e = core.new_error(kind, message)
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  return e
+end
+M.new_error = new_error
+
+local function is_kind(e, kind)
+  return type(e) == "table" and getmetatable(e) ~= nil and rawequal(e.kind, kind)
+end
+
+function M.is_cancelled(e) return is_kind(e, "cancelled") end
+function M.is_timeout(e) return is_kind(e, "timeout") end
+local is_cancelled = M.is_cancelled
+
+-- {====== awaitables ======}
+
+local Future = core.Future()
+local future_mt = getmetatable(Future)
+Future:cancel()
+local task_mt
+do
+  local ok = pcall(function()
+    -- a task's metatable, without running a loop: a task is only made by spawn, so ask the
+    -- registry through a finished one when the first loop runs (see is_task below)
+  end)
+  assert(ok)
+end
+
+local function is_awaitable(x)
+  local mt = getmetatable(x)
+  if mt == nil then return false end
+  if mt == future_mt then return true end
+  if task_mt == nil and mt.__name == "lasync.task" then task_mt = mt end
+  return mt == task_mt
+end
+M.is_awaitable = is_awaitable
+
+-- Turns the arguments of a combinator into awaitables: functions are spawned as tasks (on behalf
+-- of the combinator's caller, `level` frames up). `owned` marks what the combinator may cancel.
+local function awaitables(fname, list, n, level)
+  local out = { n = n }
+  for i = 1, n do
+    local x = list[i]
+    if type(x) == "function" then
+      out[i] = spawn_from(level, x)
+    elseif is_awaitable(x) then
+      out[i] = x
+    else
+      error(fname .. ": argument #" .. i .. " is a " .. type(x) ..
+            ", expected a Task, a Future or a function", level)
+    end
+  end
+  return out
+end
+
+local function cancel_pending(list, n, msg)
+  for i = 1, n do
+    local x = list[i]
+    if not x:done() then x:cancel(msg) end
+  end
+end
+
+-- Waits until every child finished, holding back cancellation of the caller meanwhile (the
+-- children were cancelled already, they are unwinding).
+local function wait_all_shielded(ws)
+  local s = scope(nil, true)
+  local ok, err = pcall(ws.wait, ws, "all")
+  s:close()
+  if not ok then error(err, 0) end
+end
+
+-- Runs fn(...) inside a scope with an absolute deadline; returns ok, results... like pcall, but
+-- with `false, "timeout"` when this scope's deadline expired.
+local function within(deadline, fn, ...)
+  local s = scope(deadline, false)
+  local r = pack(pcall(fn, ...))
+  local mine = s:close(not r[1] and r[2] or nil)
+  if r[1] then return unpack(r, 1, r.n) end
+  if mine or (is_cancelled(r[2]) and s:expired()) then return false, "timeout" end
+  return false, r[2]
+end
+
+-- {====== gather ======}
+
+local function gather(fname, children, return_errors)
+  local n = children.n
+  local ws = waitset(children)
+  local ok, failed = pcall(ws.wait, ws, return_errors and "all" or "first_failure")
+  if not ok then  -- the caller was cancelled (or its deadline expired): so are the children
+    cancel_pending(children, n, fname .. ": the awaiting task was cancelled")
+    wait_all_shielded(ws)
+    ws:close()
+    error(failed, 0)
+  end
+  if failed then
+    cancel_pending(children, n, fname .. ": another task failed")
+    wait_all_shielded(ws)
+    ws:close()
+    return children[failed]:result()  -- raises the child's error, unchanged
+  end
+  ws:close()
+  local results = { n = n }
+  for i = 1, n do
+    local c = children[i]
+    if return_errors and (c:error() ~= nil or c:cancelled()) then
+      results[i] = c:error()
+    else
+      results[i] = (c:result())
+    end
+  end
+  return results
+end
+
+local function is_plain_list(x)
+  return type(x) == "table" and getmetatable(x) == nil
+end
+
+function M.gather(...)
+  local n = select("#", ...)
+  local first = ...
+  if n >= 1 and n <= 2 and is_plain_list(first) then
+    local opts = select(2, ...)
+    if opts ~= nil and type(opts) ~= "table" then
+      error("gather: options must be a table", 2)
+    end
+    local list = first
+    local children = awaitables("gather", list, #list, 3)
+    return gather("gather", children, opts and opts.return_errors)
+  end
+  local children = awaitables("gather", { ... }, n, 3)
+  local results = gather("gather", children, false)
+  return unpack(results, 1, n)
+end
+
+-- {====== wait, race, as_completed ======}
+
+function M.wait(list, opts)
+  if not is_plain_list(list) then error("wait: expected a list of tasks", 2) end
+  opts = opts or {}
+  local mode = opts.return_when or "all"
+  if mode ~= "all" and mode ~= "first" and mode ~= "first_error" then
+    error("wait: return_when must be \"all\", \"first\" or \"first_error\"", 2)
+  end
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
+    error("wait: timeout must be a number >= 0", 2)
+  end
+  local children = awaitables("wait", list, #list, 3)
+  local ws = waitset(children)
+  local how = mode == "first" and "next" or mode
+  if timeout then
+    local ok, err = within(now() + timeout, ws.wait, ws, how)
+    if not ok and err ~= "timeout" then ws:close(); error(err, 0) end
+  else
+    local ok, err = pcall(ws.wait, ws, how)
+    if not ok then ws:close(); error(err, 0) end
+  end
+  ws:close()
+  local done, pending = {}, {}
+  for i = 1, children.n do
+    local c = children[i]
+    if c:done() then done[#done + 1] = c else pending[#pending + 1] = c end
+  end
+  return done, pending
+end
+
+function M.race(...)
+  local n = select("#", ...)
+  if n == 0 then error("race: expected at least one Task, Future or function", 2) end
+  local children = awaitables("race", { ... }, n, 3)
+  local ws = waitset(children)
+  local ok, first = pcall(ws.next, ws)
+  cancel_pending(children, n, ok and "race: another task finished first"
+                              or "race: the awaiting task was cancelled")
+  wait_all_shielded(ws)
+  ws:close()
+  if not ok then error(first, 0) end
+  return children[first]:result()
+end
+
+function M.as_completed(list, opts)
+  if not is_plain_list(list) then error("as_completed: expected a list of tasks", 2) end
+  local timeout = opts and opts.timeout
+  local children = awaitables("as_completed", list, #list, 3)
+  local deadline = timeout and now() + timeout
+  local ws = waitset(children)
+  local left = children.n
+  return function()
+    if left == 0 then ws:close(); return nil end
+    local ok, i
+    if deadline then
+      ok, i = within(deadline, ws.next, ws)
+      if not ok and i == "timeout" then
+        ws:close()
+        error(new_error("timeout", "as_completed: timed out after " .. timeout .. " s",
+                        { seconds = timeout }), 2)
+      end
+    else
+      ok, i = pcall(ws.next, ws)
+    end
+    if not ok then ws:close(); error(i, 0) end
+    left = left - 1
+    return children[i]
+  end
+end
+
+-- {====== timeouts and shields ======}
+
+local function check_seconds(fname, seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
+    error(fname .. ": seconds must be a number >= 0, got " .. tostring(seconds), 3)
+  end
+end
+
+function M.timeout(seconds, fn, ...)
+  check_seconds("timeout", seconds)
+  if type(fn) ~= "function" then error("timeout: expected a function", 2) end
+  local s = scope(now() + seconds, false, seconds)
+  local r = pack(pcall(fn, ...))
+  s:close(not r[1] and r[2] or nil)  -- raises the timeout error if this deadline expired
+  if r[1] then return unpack(r, 2, r.n) end
+  error(r[2], 0)
+end
+
+-- local d <close> = async.deadline(seconds): the rest of the block runs with a deadline.
+function M.deadline(seconds)
+  check_seconds("deadline", seconds)
+  return scope(now() + seconds, false, seconds)
+end
+
+function M.wait_for(x, seconds)
+  check_seconds("wait_for", seconds)
+  local t = awaitables("wait_for", { x }, 1, 3)
+  local ws = waitset(t)
+  local ok, err = within(now() + seconds, ws.wait, ws, "all")
+  if not ok then
+    t[1]:cancel(err == "timeout" and "wait_for: timed out" or "wait_for: the awaiting task was cancelled")
+    wait_all_shielded(ws)
+    ws:close()
+    if err == "timeout" then
+      error(new_error("timeout", "wait_for: timed out after " .. seconds .. " s",
+                      { seconds = seconds }), 2)
+    end
+    error(err, 0)
+  end
+  ws:close()
+  return t[1]:result()
+end
+
+function M.shielded(fn, ...)
+  if type(fn) ~= "function" then error("shielded: expected a function", 2) end
+  local s = scope(nil, true)
+  local r = pack(pcall(fn, ...))
+  s:close()
+  if r[1] then return unpack(r, 2, r.n) end
+  error(r[2], 0)
+end
+
+function M.shield(x)
+  if type(x) == "function" then x = spawn_from(2, x) end
+  if not is_awaitable(x) then error("shield: expected a Task, a Future or a function", 2) end
+  local f = core.Future()
+  x:on_done(function(src)
+    if f:done() then return end
+    if src:cancelled() then
+      f:set_error(src:error())
+    elseif src:error() ~= nil then
+      f:set_error(src:error())
+    else
+      f:set_result(src:result())
+    end
+  end)
+  return f
+end
+
+-- {====== TaskGroup ======}
+
+local TaskGroup = {}
+TaskGroup.__index = TaskGroup
+TaskGroup.__name = "lasync.TaskGroup"
+
+function M.TaskGroup()
+  local owner = core.current_task()
+  if owner == nil then error("TaskGroup: must be created inside a task", 2) end
+  local g = setmetatable({
+    owner = owner,
+    scope = scope(nil, false),  -- the block's own code: cancelled when a child fails
+    children = {},
+    errors = {},
+    closed = false,
+  }, TaskGroup)
+  return g
+end
+
+local function group_fail(g, err)
+  g.errors[#g.errors + 1] = err
+  if not g.failing then
+    g.failing = true
+    g.scope:cancel("TaskGroup: a task in the group failed")
+    cancel_pending(g.children, #g.children, "TaskGroup: a task in the group failed")
+  end
+end
+
+function TaskGroup:spawn(fn, ...)
+  if getmetatable(self) ~= TaskGroup then error("TaskGroup:spawn: call it as g:spawn(fn, ...)", 2) end
+  if self.closed then error("TaskGroup:spawn: the group is closed", 2) end
+  local t = spawn_from(2, fn, ...)
+  self.children[#self.children + 1] = t
+  if self.failing then t:cancel("TaskGroup: a task in the group failed") end
+  t:on_done(function(child)
+    if child:cancelled() then return end  -- cancelled by the group or by someone else
+    local err = child:error()
+    if err ~= nil then group_fail(self, err) end
+  end)
+  return t
+end
+
+local function group_close(g, block_err)
+  if g.closed then return end
+  g.closed = true
+  local mine = false
+  if block_err ~= nil then
+    -- the block raised: its own error, or the Cancelled this group's scope caused
+    mine = g.scope:close(block_err)
+    if not mine and not is_cancelled(block_err) then
+      table.insert(g.errors, 1, block_err)
+      if not g.failing then
+        g.failing = true
+        cancel_pending(g.children, #g.children, "TaskGroup: the block raised an error")
+      end
+    end
+  else
+    g.scope:close()
+  end
+  local ws = waitset(g.children)
+  local ok, err = pcall(ws.wait, ws, "all")
+  if not ok then  -- the owner was cancelled while waiting: cancel the children, still wait
+    cancel_pending(g.children, #g.children, "TaskGroup: the owning task was cancelled")
+    wait_all_shielded(ws)
+  end
+  ws:close()
+  local errors = g.errors
+  if #errors == 1 then error(errors[1], 0) end
+  if #errors > 1 then
+    local msgs = {}
+    for i, e in ipairs(errors) do msgs[i] = tostring(e) end
+    error(new_error("group", #errors .. " errors in a TaskGroup: " .. table.concat(msgs, "; "),
+                    { errors = errors }), 0)
+  end
+  if not ok then error(err, 0) end
+  if block_err ~= nil and not mine then error(block_err, 0) end
+end
+
+function TaskGroup:wait() group_close(self, nil) end
+TaskGroup.__close = group_close
+
+-- {====== generators that await ======}
+
+local TAG = core.TAG
+local resume, yield, create = coroutine.resume, coroutine.yield, coroutine.create
+
+-- Like coroutine.wrap, but the generator may await: runtime suspensions pass through to the
+-- task, other yields come back to the caller as usual.
+function M.wrap(fn)
+  if type(fn) ~= "function" then error("wrap: expected a function", 2) end
+  local co = create(fn)
+  core.passthrough(co)
+  local function step(r)
+    while r[1] and r[2] == TAG do
+      r = pack(resume(co, yield(TAG)))
+    end
+    if not r[1] then error(r[2], 0) end
+    return unpack(r, 2, r.n)
+  end
+  return function(...)
+    return step(pack(resume(co, ...)))
+  end
+end
+
+-- {====== introspection ======}
+
+local function suspended_at(co)
+  if co == nil then return nil end
+  for level = 0, 50 do
+    local info = debug.getinfo(co, level, "Sl")
+    if info == nil then break end
+    if info.what ~= "C" and info.currentline and info.currentline > 0
+       and not info.short_src:find("lasync/init.lua", 1, true) then
+      return info.short_src .. ":" .. info.currentline
+    end
+  end
+  return nil
+end
+
+function M.dump()
+  local lines = {}
+  local list = core.tasks()
+  lines[1] = ("%d live task(s)"):format(#list)
+  for _, t in ipairs(list) do
+    local state, op, co, site = t:_info()
+    local at = suspended_at(co)
+    lines[#lines + 1] = ("  %s: %s%s, spawned at %s%s"):format(
+      t:name(), state, op and (" (" .. op .. ")") or "", site, at and (", at " .. at) or "")
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+-- the metatable of tasks, for is_awaitable: learned from core on first use
+do
+  local co_mt = debug.getregistry and debug.getregistry()["lasync.task"]
+  if co_mt then task_mt = co_mt end
+end
+
+return M

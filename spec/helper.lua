@@ -1,0 +1,190 @@
+-- Spec helpers: await inside `it` blocks, and run programs as subprocesses.
+--
+--   local helper = require("spec.helper")
+--   local async = helper.async
+--   helper.it("sleeps", function() async.sleep(0.01) end)
+--
+-- helper.it(name, fn) defines a busted `it` whose body runs as the main task of a fresh
+-- `async.run`, under a hard time limit (default 10 s). After the run it checks that no task
+-- is left alive. helper.run(fn, ...) does the same for use inside a plain `it`.
+--
+-- Subprocesses (for the interpreter, plain lua5.4, warnings and signals):
+--   helper.sh(cmd [, stdin])          -> {stdout =, stderr =, code =} (code: exit status,
+--                                        128 + n when killed by signal n)
+--   helper.lasync(argstring [, stdin]) runs build/lasync with the given (shell) arguments
+--   helper.lua(code [, flags])        runs plain lua5.4 with package.path/cpath at the checkout
+--   helper.script(text)               writes text to a temporary file, returns its path
+--   helper.signal_run(cmd, sig, ...)   starts cmd with default signal dispositions, waits until
+--                                        its stdout contains "READY", sends the signal
+--   helper.q(s)                        shell-quotes s
+local async = require("lasync")
+
+local M = { async = async }
+
+local LIMIT = 10
+
+function M.run(fn, ...)
+  local args = table.pack(...)
+  local results = table.pack(async.run(function()
+    return async.timeout(LIMIT, fn, table.unpack(args, 1, args.n))
+  end))
+  collectgarbage()
+  collectgarbage()
+  local live = async.tasks()
+  assert(#live == 0, "tasks still alive after run: " .. #live)
+  return table.unpack(results, 1, results.n)
+end
+
+function M.it(name, fn)
+  -- busted's `it` is a global in spec files; reach it through _G so luacheck sees no global use
+  return _G.it(name, function() M.run(fn) end)
+end
+
+-- {======  small utilities  ======}
+
+-- `file:line` of the caller's current line (level 2), as it appears in tracebacks
+function M.here(level)
+  local info = debug.getinfo((level or 1) + 1, "Sl")
+  return info.short_src .. ":" .. info.currentline
+end
+
+-- s mentions the location `file:line` (not as a prefix of a longer line number)
+function M.has_loc(s, loc)
+  if type(s) ~= "string" then return false end
+  local pat = loc:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0") .. "%f[%D]"
+  return s:find(pat) ~= nil
+end
+
+-- list contains value (raw equality)
+function M.contains(list, value)
+  for i = 1, #list do
+    if rawequal(list[i], value) then return true end
+  end
+  return false
+end
+
+-- count plain (non-pattern) occurrences of needle in s
+function M.count(s, needle)
+  local n, init = 0, 1
+  while true do
+    local i, j = s:find(needle, init, true)
+    if not i then return n end
+    n, init = n + 1, j + 1
+  end
+end
+
+-- an object whose __close appends `label` (and whether it saw an error) to log
+function M.closer(log, label)
+  return setmetatable({}, {
+    __close = function(_, err)
+      log[#log + 1] = label
+      M.last_close_error = err
+    end,
+  })
+end
+
+-- {======  subprocesses  ======}
+
+local function readfile(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+function M.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+M.ROOT = (function()
+  local p = io.popen("pwd")
+  local dir = p:read("l")
+  p:close()
+  return dir
+end)()
+
+M.LASYNC = M.ROOT .. "/build/lasync"
+
+local tmpfiles = {}
+
+function M.script(text)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  tmpfiles[#tmpfiles + 1] = path
+  return path
+end
+
+-- Runs `cmd` through /bin/sh with stdout and stderr captured. `timeout` keeps a broken
+-- program from hanging the suite (exit 124 then).
+function M.sh(cmd, stdin)
+  local out, err = os.tmpname(), os.tmpname()
+  local inp = stdin and M.script(stdin) or "/dev/null"
+  local full = string.format("(%s) <%s >%s 2>%s", cmd, inp, out, err)
+  local _, how, code = os.execute(full)
+  local r = {
+    stdout = readfile(out) or "",
+    stderr = readfile(err) or "",
+    code = how == "signal" and 128 + code or code,
+  }
+  os.remove(out)
+  os.remove(err)
+  return r
+end
+
+-- build/lasync with shell-level arguments, under a 30 s guard
+function M.lasync(args, stdin)
+  return M.sh("timeout 30 " .. M.q(M.LASYNC) .. " " .. (args or ""), stdin)
+end
+
+-- plain lua5.4 with the checkout's lua/ and build/lib on its paths (absolute, so cwd does
+-- not matter), running `code`
+function M.lua(code, flags)
+  local prelude = string.format(
+    "package.path=%q..package.path package.cpath=%q..package.cpath ",
+    M.ROOT .. "/lua/?.lua;" .. M.ROOT .. "/lua/?/init.lua;",
+    M.ROOT .. "/build/lib/?.so;")
+  local path = M.script(prelude .. code)
+  return M.sh("timeout 30 lua5.4 " .. (flags or "") .. " " .. M.q(path))
+end
+
+-- Starts `cmd` in the background with SIGINT/SIGQUIT at their default dispositions (a
+-- non-interactive shell would start it with them ignored), waits until its stdout contains
+-- READY, sends `sig`, then waits for it to exit (killing it after `grace` seconds).
+function M.signal_run(cmd, sig, grace)
+  local out, err = os.tmpname(), os.tmpname()
+  local script = string.format([[
+env --default-signal=INT,QUIT %s </dev/null >%s 2>%s &
+pid=$!
+i=0
+while ! grep -q READY %s 2>/dev/null; do
+  i=$((i+1)); if [ $i -gt 400 ]; then break; fi
+  sleep 0.025
+done
+kill -%s $pid
+( sleep %d; kill -KILL $pid 2>/dev/null ) &
+wd=$!
+wait $pid
+status=$?
+kill $wd 2>/dev/null
+exit $status
+]], cmd, out, err, out, sig, grace or 15)
+  local _, how, code = os.execute("sh -c " .. M.q(script))
+  local r = {
+    stdout = readfile(out) or "",
+    stderr = readfile(err) or "",
+    code = how == "signal" and 128 + code or code,
+  }
+  os.remove(out)
+  os.remove(err)
+  return r
+end
+
+function M.cleanup()
+  for _, p in ipairs(tmpfiles) do os.remove(p) end
+  tmpfiles = {}
+end
+
+return M
