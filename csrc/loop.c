@@ -267,6 +267,10 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lasync__open_ops(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
+  luaL_getmetatable(L, LASYNC_TASK_MT);
+  lua_setfield(L, -2, "task_mt");
+  luaL_getmetatable(L, LASYNC_FUTURE_MT);
+  lua_setfield(L, -2, "future_mt");
   lua_pushliteral(L, LASYNC_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

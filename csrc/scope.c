@@ -121,8 +121,9 @@ static int core_scope(lua_State *L) {
   return 1;
 }
 
-/* s:close([err]) and __close: exits the scope (innermost first). Returns true when err is the
-** Cancelled error this scope caused; raises a timeout error instead when the scope expired. */
+/* s:close([err [, quiet]]) and __close: exits the scope (innermost first). Returns true when err
+** is the Cancelled error this scope caused; when the scope expired it raises a timeout error
+** instead, unless `quiet`. */
 static int scope_close(lua_State *L) {
   lasync__scope *s = checkscope(L, 1);
   lasync__task *t = s->task;
@@ -142,7 +143,7 @@ static int scope_close(lua_State *L) {
   s->task = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, s->ref);
   s->ref = LUA_NOREF;
-  if (mine && s->expired) {
+  if (mine && s->expired && !lua_toboolean(L, 3)) {
     lasync__push_error(L, "timeout", "timed out after %f s", s->duration);
     lua_pushnumber(L, s->duration);
     lua_setfield(L, -2, "seconds");

@@ -495,8 +495,10 @@ static int core_spawn_from(lua_State *L) {
 
 static int core_current_task(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
-  if (rt->current == NULL) return 0;
-  lasync__push_task(L, rt, rt->current);
+  if (rt->current == NULL)
+    lua_pushnil(L);
+  else
+    lasync__push_task(L, rt, rt->current);
   return 1;
 }
 

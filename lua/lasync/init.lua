@@ -48,24 +48,11 @@ local is_cancelled = M.is_cancelled
 
 -- {====== awaitables ======}
 
-local Future = core.Future()
-local future_mt = getmetatable(Future)
-Future:cancel()
-local task_mt
-do
-  local ok = pcall(function()
-    -- a task's metatable, without running a loop: a task is only made by spawn, so ask the
-    -- registry through a finished one when the first loop runs (see is_task below)
-  end)
-  assert(ok)
-end
+local task_mt, future_mt = core.task_mt, core.future_mt
 
 local function is_awaitable(x)
   local mt = getmetatable(x)
-  if mt == nil then return false end
-  if mt == future_mt then return true end
-  if task_mt == nil and mt.__name == "lasync.task" then task_mt = mt end
-  return mt == task_mt
+  return mt ~= nil and (mt == task_mt or mt == future_mt)
 end
 M.is_awaitable = is_awaitable
 
@@ -108,9 +95,9 @@ end
 local function within(deadline, fn, ...)
   local s = scope(deadline, false)
   local r = pack(pcall(fn, ...))
-  local mine = s:close(not r[1] and r[2] or nil)
+  local mine = s:close(not r[1] and r[2] or nil, true)
   if r[1] then return unpack(r, 1, r.n) end
-  if mine or (is_cancelled(r[2]) and s:expired()) then return false, "timeout" end
+  if mine and s:expired() then return false, "timeout" end
   return false, r[2]
 end
 
@@ -350,8 +337,8 @@ function TaskGroup:spawn(fn, ...)
 end
 
 local function group_close(g, block_err)
-  if g.closed then return end
-  g.closed = true
+  if g.closing then return end
+  g.closing = true
   local mine = false
   if block_err ~= nil then
     -- the block raised: its own error, or the Cancelled this group's scope caused
@@ -366,13 +353,24 @@ local function group_close(g, block_err)
   else
     g.scope:close()
   end
-  local ws = waitset(g.children)
-  local ok, err = pcall(ws.wait, ws, "all")
-  if not ok then  -- the owner was cancelled while waiting: cancel the children, still wait
-    cancel_pending(g.children, #g.children, "TaskGroup: the owning task was cancelled")
-    wait_all_shielded(ws)
+  -- wait for every child, also those that children spawn into the group meanwhile
+  local ok, err = true, nil
+  local waited = 0
+  while waited < #g.children do
+    local n = #g.children
+    local ws = waitset(table.move(g.children, 1, n, 1, {}))
+    if ok then
+      ok, err = pcall(ws.wait, ws, "all")
+      if not ok then  -- the owner was cancelled while waiting: cancel the children, still wait
+        g.failing = true
+        cancel_pending(g.children, #g.children, "TaskGroup: the owning task was cancelled")
+      end
+    end
+    if not ok then wait_all_shielded(ws) end
+    ws:close()
+    waited = n
   end
-  ws:close()
+  g.closed = true
   local errors = g.errors
   if #errors == 1 then error(errors[1], 0) end
   if #errors > 1 then
@@ -437,12 +435,6 @@ function M.dump()
       t:name(), state, op and (" (" .. op .. ")") or "", site, at and (", at " .. at) or "")
   end
   return table.concat(lines, "\n") .. "\n"
-end
-
--- the metatable of tasks, for is_awaitable: learned from core on first use
-do
-  local co_mt = debug.getregistry and debug.getregistry()["lasync.task"]
-  if co_mt then task_mt = co_mt end
 end
 
 return M

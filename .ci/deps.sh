@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages lasync needs to build, test and benchmark, if any are missing.
+# Idempotent and quiet: does nothing when everything is there.
+set -euo pipefail
+PKGS=(make gcc pkg-config lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev
+      lua-busted lua-cjson luarocks lua-check lua-luv valgrind)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,36 @@
+rockspec_format = "3.0"
+package = "lasync"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null",  -- built from a checkout: luarocks make lasync-scm-1.rockspec
+}
+description = {
+  summary = "Structured concurrency for Lua 5.4 on libuv: tasks, await, gather, timeouts",
+  detailed = [[
+lasync binds a libuv event loop into Lua coroutines: spawn, await, gather, race, timeouts,
+cancellation scopes and task groups, with a C core and a Lua layer.]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.4",
+}
+external_dependencies = {
+  LIBUV = { header = "uv.h" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["lasync.core"] = {
+      sources = {
+        "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
+        "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      libraries = { "uv" },
+      incdirs = { "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
+    },
+    ["lasync"] = "lua/lasync/init.lua",
+    ["lasync.cli"] = "lua/lasync/cli.lua",
+  },
+}
