@@ -149,6 +149,9 @@ struct lasync__runtime {
   int failed_ref;              /* registry: weak-keyed set of failed, unretrieved tasks */
   int passthrough_ref;         /* registry: weak-keyed set of pass-through coroutines */
   int notifiers_ref;           /* registry: notifiers with pending notifications */
+  int task_mt_ref;             /* registry refs of the task and future metatables, and their */
+  int future_mt_ref;           /* addresses, for type checks without string look-ups */
+  const void *task_mt, *future_mt;
   int nexternal;               /* external ops in flight */
   double last_poll;
   struct lasync_notifier *notify_head; /* notifiers that fired, not yet dispatched */
@@ -164,8 +167,10 @@ lasync__runtime *lasync__getruntime(lua_State *L);
 
 /* task.c */
 void lasync__open_task(lua_State *L, lasync__runtime *rt);
-lasync__fut *lasync__tofut(lua_State *L, int idx);
-lasync__fut *lasync__checkfut(lua_State *L, int idx);
+lasync__fut *lasync__tofut(lua_State *L, lasync__runtime *rt, int idx);
+/* The task at idx, or NULL if it is not a task. */
+lasync__task *lasync__totask(lua_State *L, lasync__runtime *rt, int idx);
+lasync__fut *lasync__checkfut(lua_State *L, lasync__runtime *rt, int idx);
 void lasync__push_task(lua_State *L, lasync__runtime *rt, lasync__task *t); /* [-0, +1, -] */
 /* Spawns fn (below nargs arguments) as a task and replaces them by it; the spawn site is the
 ** function at stack `level` (0: none). [-(n+1), +1, e] */

@@ -152,7 +152,7 @@ static int push_cause(lua_State *co, lasync__runtime *rt, lasync__task *t, int e
   lua_getfield(co, -1, "cause");
   lua_pushnil(co);
   lua_setfield(co, -3, "cause");
-  cf = lasync__tofut(co, -1);
+  cf = lasync__tofut(co, rt, -1);
   if (cf == NULL || cf->kind != LASYNC_KIND_TASK) goto out;
   lua_getiuservalue(co, -1, LASYNC_UV_RESULT);
   if (!lua_rawequal(co, -1, err_idx)) goto out;

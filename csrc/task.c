@@ -40,29 +40,36 @@ static void fire_listeners(lasync__runtime *rt, lasync__fut *f) {
 
 /* {====== helpers ======} */
 
-lasync__fut *lasync__tofut(lua_State *L, int idx) {
-  void *p = lua_touserdata(L, idx);
-  int ok = 0;
-  if (p == NULL || !lua_getmetatable(L, idx)) return NULL;
-  luaL_getmetatable(L, LASYNC_TASK_MT);
-  ok = lua_rawequal(L, -1, -2);
-  if (!ok) {
-    luaL_getmetatable(L, LASYNC_FUTURE_MT);
-    ok = lua_rawequal(L, -1, -3);
-    lua_pop(L, 1);
-  }
-  lua_pop(L, 2);
-  return ok ? (lasync__fut *)p : NULL;
+/* The type of the userdata at idx: its metatable's address, or NULL. */
+static const void *mt_of(lua_State *L, int idx) {
+  const void *mt;
+  if (!lua_getmetatable(L, idx)) return NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt;
 }
 
-lasync__fut *lasync__checkfut(lua_State *L, int idx) {
-  lasync__fut *f = lasync__tofut(L, idx);
+lasync__fut *lasync__tofut(lua_State *L, lasync__runtime *rt, int idx) {
+  const void *mt = lua_type(L, idx) == LUA_TUSERDATA ? mt_of(L, idx) : NULL;
+  if (mt == NULL) return NULL;
+  return mt == rt->task_mt || mt == rt->future_mt ? (lasync__fut *)lua_touserdata(L, idx) : NULL;
+}
+
+lasync__task *lasync__totask(lua_State *L, lasync__runtime *rt, int idx) {
+  if (lua_type(L, idx) != LUA_TUSERDATA || mt_of(L, idx) != rt->task_mt) return NULL;
+  return (lasync__task *)lua_touserdata(L, idx);
+}
+
+lasync__fut *lasync__checkfut(lua_State *L, lasync__runtime *rt, int idx) {
+  lasync__fut *f = lasync__tofut(L, rt, idx);
   if (f == NULL) luaL_typeerror(L, idx, "Task or Future");
   return f;
 }
 
 static lasync__task *checktask(lua_State *L, int idx) {
-  return (lasync__task *)luaL_checkudata(L, idx, LASYNC_TASK_MT);
+  lasync__task *t = lasync__totask(L, lasync__rt(L), idx);
+  if (t == NULL) luaL_typeerror(L, idx, LASYNC_TASK_MT);
+  return t;
 }
 
 void lasync__push_task(lua_State *L, lasync__runtime *rt, lasync__task *t) {
@@ -259,7 +266,8 @@ lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int le
   t->nargs = nargs;
   t->site_line = -1;
   t->slot = slot;
-  luaL_setmetatable(L, LASYNC_TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
+  lua_setmetatable(L, -2);
   if (level > 0 && lua_getstack(L, level, &ar) && lua_getinfo(L, "fl", &ar)) {
     t->site_line = ar.currentline;
     lua_setiuservalue(L, -2, LASYNC_UV_SITE);
@@ -329,7 +337,7 @@ static int fut_await_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int fut_await(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
-  lasync__fut *f = lasync__checkfut(L, 1);
+  lasync__fut *f = lasync__checkfut(L, lasync__rt(L), 1);
   lasync__task *t = lasync__check_suspend(L, rt, "await");
   lasync__check_cancel(L, rt, t);
   if (f == &t->fut) luaL_error(L, "await: a task cannot await itself");
@@ -341,17 +349,17 @@ static int fut_await(lua_State *L) {
 }
 
 static int fut_done(lua_State *L) {
-  lua_pushboolean(L, lasync__checkfut(L, 1)->state != LASYNC_PENDING);
+  lua_pushboolean(L, lasync__checkfut(L, lasync__rt(L), 1)->state != LASYNC_PENDING);
   return 1;
 }
 
 static int fut_cancelled(lua_State *L) {
-  lua_pushboolean(L, lasync__checkfut(L, 1)->state == LASYNC_CANCELLED);
+  lua_pushboolean(L, lasync__checkfut(L, lasync__rt(L), 1)->state == LASYNC_CANCELLED);
   return 1;
 }
 
 static int fut_result(lua_State *L) {
-  lasync__fut *f = lasync__checkfut(L, 1);
+  lasync__fut *f = lasync__checkfut(L, lasync__rt(L), 1);
   lua_settop(L, 1);
   if (f->state == LASYNC_PENDING) {
     lasync__push_error(L, "invalid", "result(): the %s has not finished yet",
@@ -362,7 +370,7 @@ static int fut_result(lua_State *L) {
 }
 
 static int fut_error(lua_State *L) {
-  lasync__fut *f = lasync__checkfut(L, 1);
+  lasync__fut *f = lasync__checkfut(L, lasync__rt(L), 1);
   if (f->state != LASYNC_ERROR && f->state != LASYNC_CANCELLED) return 0;
   f->retrieved = 1;
   lua_getiuservalue(L, 1, LASYNC_UV_RESULT);
@@ -370,7 +378,7 @@ static int fut_error(lua_State *L) {
 }
 
 static int fut_on_done(lua_State *L) {
-  lasync__fut *f = lasync__checkfut(L, 1);
+  lasync__fut *f = lasync__checkfut(L, lasync__rt(L), 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_settop(L, 2);
   if (f->state != LASYNC_PENDING) {  /* already done: call it now */
@@ -613,4 +621,12 @@ void lasync__open_task(lua_State *L, lasync__runtime *rt) {
   lasync__newclass(L, LASYNC_TASK_MT, task_methods, task_meta);
   lasync__newclass(L, LASYNC_FUTURE_MT, future_methods, future_meta);
   luaL_setfuncs(L, funcs, 1);
+  if (rt->task_mt == NULL) {
+    luaL_getmetatable(L, LASYNC_TASK_MT);
+    rt->task_mt = lua_topointer(L, -1);
+    rt->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_getmetatable(L, LASYNC_FUTURE_MT);
+    rt->future_mt = lua_topointer(L, -1);
+    rt->future_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
 }

@@ -76,7 +76,7 @@ static int core_waitset(lua_State *L) {
   luaL_argcheck(L, n < (1 << 24), 1, "too many futures");
   for (i = 1; i <= n; i++) {  /* check everything before allocating */
     lua_rawgeti(L, 1, i);
-    if (lasync__tofut(L, -1) == NULL)
+    if (lasync__tofut(L, lasync__rt(L), -1) == NULL)
       luaL_error(L, "item %d is a %s, not a Task or Future", (int)i, luaL_typename(L, -1));
     lua_pop(L, 1);
   }
@@ -161,6 +161,35 @@ static int ws_next(lua_State *L) {
   return wait_for(L, checkws(L), WAIT_NEXT);
 }
 
+/* ws:results([with_errors]) -> {n = #children, first result of each child}. With with_errors, a
+** child that failed or was cancelled has its error value in its slot. Marks every child's
+** outcome as retrieved. */
+static int ws_results(lua_State *L) {
+  waitset *ws = checkws(L);
+  int with_errors = lua_toboolean(L, 2), i;
+  lua_settop(L, 1);
+  lua_getiuservalue(L, 1, 1);  /* the children */
+  lua_createtable(L, ws->n, 1);
+  for (i = 0; i < ws->n; i++) {
+    lasync__fut *f = ws->nodes[i].target;
+    if (f->state == LASYNC_PENDING) continue;
+    if (f->state != LASYNC_OK && !with_errors) continue;
+    f->retrieved = 1;
+    if (f->state == LASYNC_OK && f->nres == 0) continue;
+    lua_rawgeti(L, 2, i + 1);
+    lua_getiuservalue(L, -1, LASYNC_UV_RESULT);
+    if (f->state == LASYNC_OK && f->nres > 1) {
+      lua_rawgeti(L, -1, 1);
+      lua_remove(L, -2);
+    }
+    lua_rawseti(L, 3, i + 1);
+    lua_pop(L, 1);
+  }
+  lua_pushinteger(L, ws->n);
+  lua_setfield(L, 3, "n");
+  return 1;
+}
+
 static int ws_remaining(lua_State *L) {
   lua_pushinteger(L, checkws(L)->remaining);
   return 1;
@@ -179,6 +208,7 @@ static int ws__gc(lua_State *L) {
 void lasync__open_waitset(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg methods[] = {
     {"wait", ws_wait}, {"next", ws_next}, {"remaining", ws_remaining}, {"close", ws_close},
+    {"results", ws_results},
     {NULL, NULL}
   };
   static const luaL_Reg meta[] = {{"__gc", ws__gc}, {"__close", ws_close}, {NULL, NULL}};

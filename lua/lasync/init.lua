@@ -119,16 +119,8 @@ local function gather(fname, children, return_errors)
     ws:close()
     return children[failed]:result()  -- raises the child's error, unchanged
   end
+  local results = ws:results(return_errors)
   ws:close()
-  local results = { n = n }
-  for i = 1, n do
-    local c = children[i]
-    if return_errors and (c:error() ~= nil or c:cancelled()) then
-      results[i] = c:error()
-    else
-      results[i] = (c:result())
-    end
-  end
   return results
 end
 
