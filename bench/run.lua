@@ -1,0 +1,526 @@
+-- bench/run.lua: run the lasync benchmarks beside their peers and report medians and ratios.
+--
+--   lua5.4 bench/run.lua            (what `make bench` runs, after building)
+--
+-- Environment:
+--   BENCH_RUNS=5        processes per program; programs are interleaved run by run (the order
+--                       rotates each run) so drifting machine noise spreads over every program
+--   BENCH_ONLY=a,b      only these benchmarks (spawn, switch, timers)
+--   BENCH_N=n           override every problem size (smoke tests; RESULTS.md says so)
+--   BENCH_TIMEOUT=120   seconds before one program run counts as hung
+--   BENCH_LASYNC_CMD    how to run lasync programs (default: lua5.4; e.g. build/lasync)
+--   LUA, PYTHON, NODE   the interpreters (default lua5.4, python3, node)
+--
+-- Each program prints one "RESULT name=... impl=... key=value ..." line. Missing peers (no node,
+-- no python3, no lua-luv) are reported as n/a. The exit status is non-zero only when a lasync
+-- program fails (error, bad output or timeout); its output is kept in bench/out/.
+-- Writes bench/RESULTS.md (machine, versions, date, tables, method) and bench/out/raw.txt.
+
+local ROOT = (arg and arg[0] or ""):match("^(.*)/bench/run%.lua$") or "."
+local RUNS = math.tointeger(tonumber(os.getenv("BENCH_RUNS") or "")) or 5
+local TIMEOUT = tonumber(os.getenv("BENCH_TIMEOUT") or "") or 120
+local SIZE_OVERRIDE = os.getenv("BENCH_N")
+local LUA = os.getenv("LUA") or "lua5.4"
+local PYTHON = os.getenv("PYTHON") or "python3"
+local NODE = os.getenv("NODE") or "node"
+local LASYNC = os.getenv("BENCH_LASYNC_CMD") or LUA
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- Run a shell command from the repository root; returns its output (stdout + stderr, or stdout
+-- only with quiet) and whether it exited 0, and the exit code.
+local function sh(cmd, quiet)
+  local p = io.popen("cd " .. quote(ROOT) .. " && " .. cmd .. (quiet and " 2>/dev/null" or " 2>&1"))
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok == true, code
+end
+
+local function first_line(s) return (s or ""):match("^%s*([^\n]*)") end
+
+local function file_exists(path)
+  local f = io.open(ROOT .. "/" .. path, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- {{{ what is available
+
+local have = {}
+have.lasync = file_exists("build/lib/lasync/core.so")
+have.lua = select(2, sh(LUA .. " -v", true))
+have.luv = have.lua and select(2, sh(LUA .. " -e 'require(\"luv\")'", true))
+have.python = select(2, sh(PYTHON .. " -c 'import asyncio'", true))
+have.node = select(2, sh(NODE .. " -e 0", true))
+have.timeout = select(2, sh("command -v timeout", true))
+
+local missing_reason = {
+  lasync = "build/lib/lasync/core.so is missing (build with `make`)",
+  lua = LUA .. " not found",
+  luv = "lua-luv is not installed (require('luv') fails)",
+  python = PYTHON .. " not found",
+  node = NODE .. " not found",
+}
+
+-- }}}
+-- {{{ the benchmarks
+
+-- Each impl has one or more commands; each prints one RESULT line and their fields are merged
+-- (the timers programs run once for wall time and once, in another process, for heap memory).
+-- `info` marks variants shown for context, not used by the targets.
+local BENCHES = {
+  {
+    name = "spawn",
+    title = "spawn: create and gather 200,000 tasks that return at once",
+    metrics = { { key = "tasks_per_s", label = "tasks/s", higher = true } },
+    impls = {
+      { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_spawn.lua" } },
+      { impl = "node", needs = "node", cmds = { NODE .. " bench/node_spawn.js await1" },
+        note = "async fn with one `await null`, Promise.all" },
+      { impl = "node-eager", needs = "node", info = true,
+        cmds = { NODE .. " bench/node_spawn.js eager" },
+        note = "async fn without await (runs synchronously), Promise.all" },
+      { impl = "asyncio", needs = "python", cmds = { PYTHON .. " bench/py_spawn.py" },
+        note = "create_task + gather" },
+      { impl = "luv", needs = "luv", cmds = { LUA .. " bench/luv_spawn.lua" },
+        note = "hand-written scheduler on luv" },
+      { impl = "coro", needs = "lua", cmds = { LUA .. " bench/coro_spawn.lua" }, info = true,
+        note = "bare create+resume, the floor" },
+    },
+  },
+  {
+    name = "switch",
+    title = "switch: one task doing 1,000,000 sleep(0)",
+    metrics = { { key = "ns_per_switch", label = "ns/switch", higher = false } },
+    impls = {
+      { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_switch.lua" },
+        note = "async.sleep(0)" },
+      { impl = "asyncio", needs = "python", cmds = { PYTHON .. " bench/py_switch.py" },
+        note = "asyncio.sleep(0)" },
+      { impl = "node", needs = "node", cmds = { NODE .. " bench/node_switch.js immediate" },
+        note = "await new Promise(r => setImmediate(r))" },
+      { impl = "node-microtask", needs = "node", info = true,
+        cmds = { NODE .. " bench/node_switch.js microtask" },
+        note = "await null (never lets timers/I/O run)" },
+      { impl = "luv", needs = "luv", cmds = { LUA .. " bench/luv_switch.lua" },
+        note = "requeue + one uv_run(nowait) per round" },
+      { impl = "coro", needs = "lua", cmds = { LUA .. " bench/coro_switch.lua" }, info = true,
+        note = "bare resume/yield, the floor" },
+    },
+  },
+  {
+    name = "timers",
+    title = "timers: 100,000 tasks each sleeping 50 ms concurrently",
+    metrics = {
+      { key = "wall_s", label = "wall ms", higher = false, scale = 1000 },
+      { key = "bytes_per_task", label = "heap B/task", higher = false },
+      { key = "rss_bytes_per_task", label = "peak RSS B/task", higher = false },
+    },
+    impls = {
+      { impl = "lasync", needs = "lasync",
+        cmds = { LASYNC .. " bench/lasync_timers.lua time",
+                 LASYNC .. " bench/lasync_timers.lua mem" },
+        note = "async.sleep(0.05); heap: collectgarbage" },
+      { impl = "node", needs = "node",
+        cmds = { NODE .. " bench/node_timers.js time",
+                 NODE .. " --expose-gc bench/node_timers.js mem" },
+        note = "await setTimeout promise; heap: heapUsed" },
+      { impl = "asyncio", needs = "python",
+        cmds = { PYTHON .. " bench/py_timers.py time", PYTHON .. " bench/py_timers.py mem" },
+        note = "asyncio.sleep(0.05); heap: tracemalloc" },
+      { impl = "luv", needs = "luv",
+        cmds = { LUA .. " bench/luv_timers.lua time", LUA .. " bench/luv_timers.lua mem" },
+        note = "one uv timer per sleep; heap: collectgarbage" },
+      { impl = "coro", needs = "lua", cmds = { LUA .. " bench/coro_timers.lua" }, info = true,
+        note = "parked bare coroutines, memory floor" },
+    },
+  },
+}
+
+local only = os.getenv("BENCH_ONLY")
+if only and only ~= "" then
+  local keep = {}
+  for _, b in ipairs(BENCHES) do
+    if ("," .. only .. ","):find("," .. b.name .. ",", 1, true) then keep[#keep + 1] = b end
+  end
+  BENCHES = keep
+end
+
+-- }}}
+-- {{{ running
+
+os.execute("mkdir -p " .. quote(ROOT .. "/bench/out"))
+local raw = assert(io.open(ROOT .. "/bench/out/raw.txt", "w"))
+local lasync_failed = false
+
+local function parse_result(out)
+  for line in out:gmatch("[^\n]+") do
+    if line:match("^RESULT ") then
+      local fields = {}
+      for k, v in line:gmatch("(%S+)=(%S+)") do fields[k] = tonumber(v) or v end
+      return fields, line
+    end
+  end
+  return nil
+end
+
+local function save_log(entry, i, out)
+  local name = ("bench/out/%s-%s-%d.log"):format(entry.bench, entry.impl, i)
+  local f = io.open(ROOT .. "/" .. name, "w")
+  if f then f:write(out) f:close() end
+  return name
+end
+
+-- One run of every command of an entry; on failure marks the entry failed (it is not run again).
+local function run_entry(entry)
+  local merged = {}
+  for i, cmd in ipairs(entry.cmds) do
+    local full = have.timeout and ("timeout -k 5 " .. TIMEOUT .. " " .. cmd) or cmd
+    local t0 = os.time()
+    local out, ok, code = sh(full)
+    local fields, line = parse_result(out)
+    local why
+    if not ok then
+      if code == 124 or code == 137 then
+        why = ("timed out after %ds (hung?): %s"):format(TIMEOUT, cmd)
+      else
+        why = ("`%s` exited with status %s"):format(cmd, tostring(code))
+      end
+    elseif not fields then
+      why = ("`%s` printed no RESULT line"):format(cmd)
+    end
+    if why then
+      local log = save_log(entry, i, out)
+      entry.failed = why .. " (output in " .. log .. ")"
+      local tail = {}
+      for l in out:gmatch("[^\n]+") do tail[#tail + 1] = l end
+      io.stderr:write(("  FAILED %s/%s: %s\n"):format(entry.bench, entry.impl, entry.failed))
+      for j = math.max(1, #tail - 15), #tail do io.stderr:write("    | ", tail[j], "\n") end
+      if entry.impl == "lasync" then lasync_failed = true end
+      return
+    end
+    raw:write(line, "\n")
+    if os.time() - t0 > TIMEOUT / 2 then
+      io.stderr:write(("  note: %s took %ds\n"):format(cmd, os.time() - t0))
+    end
+    for k, v in pairs(fields) do merged[k] = v end
+  end
+  entry.samples[#entry.samples + 1] = merged
+end
+
+local entries = {}
+for _, b in ipairs(BENCHES) do
+  for _, e in ipairs(b.impls) do
+    e.bench, e.samples = b.name, {}
+    if not have[e.needs] then e.missing = missing_reason[e.needs] end
+    if e.missing and e.impl == "lasync" then
+      lasync_failed = true
+      io.stderr:write(("  FAILED %s/lasync: %s\n"):format(b.name, e.missing))
+    end
+    entries[#entries + 1] = e
+  end
+end
+
+local started = os.time()
+local started_date = os.date("!%Y-%m-%d %H:%M:%S UTC")
+for r = 1, RUNS do
+  io.stderr:write(("run %d/%d\n"):format(r, RUNS))
+  -- interleave: one process of every program per run, starting one further along each run
+  for k = 0, #entries - 1 do
+    local e = entries[(k + r - 1) % #entries + 1]
+    if not e.missing and not e.failed then run_entry(e) end
+  end
+end
+raw:close()
+local elapsed = os.time() - started
+
+-- }}}
+-- {{{ statistics and formatting
+
+local function median(xs)
+  local s = {}
+  for _, x in ipairs(xs) do s[#s + 1] = x end
+  table.sort(s)
+  local n = #s
+  if n == 0 then return nil end
+  if n % 2 == 1 then return s[(n + 1) // 2] end
+  return (s[n // 2] + s[n // 2 + 1]) / 2
+end
+
+local function values(entry, key)
+  local xs = {}
+  for _, s in ipairs(entry.samples) do
+    if type(s[key]) == "number" then xs[#xs + 1] = s[key] end
+  end
+  return xs
+end
+
+local function stat(entry, key)
+  local xs = values(entry, key)
+  if #xs == 0 then return nil end
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(xs) do lo, hi = math.min(lo, x), math.max(hi, x) end
+  return { med = median(xs), lo = lo, hi = hi, n = #xs }
+end
+
+local function fmt_num(v, metric)
+  if v == nil then return "n/a" end
+  v = v * (metric.scale or 1)
+  if metric.key == "tasks_per_s" then
+    if v >= 1e6 then return ("%.2fM"):format(v / 1e6) end
+    return ("%.0fk"):format(v / 1e3)
+  end
+  if v >= 100 then return ("%.0f"):format(v) end
+  if v >= 10 then return ("%.1f"):format(v) end
+  return ("%.2f"):format(v)
+end
+
+-- how many times better lasync is than the peer: > 1 means lasync wins
+local function ratio(lasync, peer, metric)
+  if not lasync or not peer or lasync <= 0 or peer <= 0 then return nil end
+  if metric.higher then return lasync / peer end
+  return peer / lasync
+end
+
+local function fmt_ratio(x)
+  if not x then return "n/a" end
+  if x >= 10 then return ("%.1fx"):format(x) end
+  return ("%.2fx"):format(x)
+end
+
+local function find(bench, impl)
+  for _, e in ipairs(bench.impls) do
+    if e.impl == impl then return e end
+  end
+end
+
+local function status_of(e)
+  if e.missing then return "n/a: " .. e.missing end
+  if e.failed then return "FAILED: " .. e.failed end
+  return nil
+end
+
+-- Markdown table for one benchmark.
+local function bench_table(b)
+  local lines = {}
+  local head = { "impl" }
+  local rule = { "---" }
+  for _, m in ipairs(b.metrics) do
+    head[#head + 1] = m.label .. " (median)"
+    head[#head + 1] = "min-max"
+    head[#head + 1] = "lasync x"
+    rule[#rule + 1] = "---:"
+    rule[#rule + 1] = "---:"
+    rule[#rule + 1] = "---:"
+  end
+  head[#head + 1] = "runs"
+  head[#head + 1] = "what"
+  rule[#rule + 1] = "---:"
+  rule[#rule + 1] = "---"
+  lines[#lines + 1] = "| " .. table.concat(head, " | ") .. " |"
+  lines[#lines + 1] = "|" .. table.concat(rule, "|") .. "|"
+  local lasync = find(b, "lasync")
+  for _, e in ipairs(b.impls) do
+    local row = { e.impl .. (e.info and " (info)" or "") }
+    for _, m in ipairs(b.metrics) do
+      local st = stat(e, m.key)
+      local ls = lasync and stat(lasync, m.key)
+      row[#row + 1] = st and fmt_num(st.med, m) or "n/a"
+      row[#row + 1] = st and (fmt_num(st.lo, m) .. "-" .. fmt_num(st.hi, m)) or ""
+      row[#row + 1] = (st and ls) and fmt_ratio(ratio(ls.med, st.med, m)) or "n/a"
+    end
+    row[#row + 1] = tostring(#e.samples)
+    local note = e.note or ""
+    local flags = {}
+    for _, s in ipairs(e.samples) do
+      if type(s.early) == "number" and s.early > 0 then flags.early = true end
+      if s.gc == "no" then flags.nogc = true end
+      if s.clock and s.clock ~= "hrtime" then flags.clock = s.clock end
+    end
+    if flags.early then note = note .. "; WARNING: some sleepers woke before the heap probe" end
+    if flags.nogc then note = note .. "; heap without a forced GC" end
+    if flags.clock then note = note .. "; clock=" .. flags.clock end
+    local st = status_of(e)
+    if st then note = (note ~= "" and note .. "; " or "") .. st end
+    row[#row + 1] = note
+    lines[#lines + 1] = "| " .. table.concat(row, " | ") .. " |"
+  end
+  return table.concat(lines, "\n")
+end
+
+local function stat_of(bench_name, impl, key)
+  for _, b in ipairs(BENCHES) do
+    if b.name == bench_name then
+      local e = find(b, impl)
+      return e and stat(e, key)
+    end
+  end
+end
+
+-- Targets from the issue. Each: description, verdict ("MET", "NOT MET", "n/a"), values; a
+-- comparison between two measured medians also says when the min-max ranges overlap (the
+-- verdict is then within this machine's run-to-run noise).
+local function targets()
+  local out = {}
+  local function add(bench, text, key, peer_impl, ok_fn, show, fixed)
+    local present = false
+    for _, b in ipairs(BENCHES) do if b.name == bench then present = true end end
+    if not present then return end
+    local ls = stat_of(bench, "lasync", key)
+    local ps = peer_impl and stat_of(bench, peer_impl, key)
+    local l, p = ls and ls.med, fixed or (ps and ps.med)
+    local verdict
+    local detail = ""
+    if l == nil then verdict = "n/a (no lasync result)"
+    elseif p == nil then verdict = "n/a (no " .. peer_impl .. " result)"
+    else
+      verdict = ok_fn(l, p) and "MET" or "NOT MET"
+      detail = show(l, p)
+      if ps and ls.lo <= ps.hi and ps.lo <= ls.hi then
+        detail = detail .. "; min-max ranges overlap (within noise)"
+      end
+    end
+    out[#out + 1] = { bench = bench, text = text, verdict = verdict, detail = detail }
+  end
+  add("spawn", "spawn: lasync tasks/s >= node's", "tasks_per_s", "node",
+    function(l, p) return l >= p end,
+    function(l, p) return ("lasync %.3gM/s vs node %.3gM/s"):format(l / 1e6, p / 1e6) end)
+  add("switch", "switch: lasync ns/switch <= asyncio's / 10", "ns_per_switch", "asyncio",
+    function(l, p) return l <= p / 10 end,
+    function(l, p) return ("lasync %.0f ns vs asyncio/10 = %.0f ns"):format(l, p / 10) end)
+  add("timers", "timers: lasync wall <= node's", "wall_s", "node",
+    function(l, p) return l <= p end,
+    function(l, p) return ("lasync %.0f ms vs node %.0f ms"):format(l * 1000, p * 1000) end)
+  add("timers", "timers: lasync heap bytes/task <= 1.2 KiB (1228.8)", "bytes_per_task", nil,
+    function(l, p) return l <= p end,
+    function(l) return ("lasync %.0f B/task"):format(l) end, 1228.8)
+  return out
+end
+
+-- }}}
+-- {{{ report
+
+local function cmd_line(cmd)
+  local out, ok = sh(cmd, true)
+  out = first_line(out)
+  if not ok or out == "" then return "n/a" end
+  return out
+end
+
+local function cpu_model()
+  local f = io.open("/proc/cpuinfo", "r")
+  if not f then return "n/a" end
+  local text = f:read("a")
+  f:close()
+  return text:match("model name%s*:%s*([^\n]+)") or text:match("Hardware%s*:%s*([^\n]+)") or "n/a"
+end
+
+local machine = {
+  { "date", started_date },
+  { "cpu", cpu_model() },
+  { "nproc", cmd_line("nproc") },
+  { "kernel", cmd_line("uname -sr") },
+  { "lua", cmd_line(LUA .. " -v") },
+  { "python", cmd_line(PYTHON .. " --version") },
+  { "node", cmd_line(NODE .. " --version") },
+  { "libuv (pkg-config)", cmd_line("pkg-config --modversion libuv") },
+  { "lua-luv", have.luv and (cmd_line("dpkg-query -W -f='${Version}' lua-luv") .. ", linked libuv "
+      .. cmd_line(LUA .. " -e 'print(require(\"luv\").version_string())'")) or "n/a" },
+  { "lasync", (function()
+      local rev = cmd_line("git rev-parse --short HEAD")
+      local dirty = select(1, sh("git status --porcelain -- csrc lua", true)) ~= ""
+      if rev == "n/a" then rev = "no commit" end
+      return rev .. (dirty and " (working tree modified)" or "") .. "; run with `" .. LASYNC .. "`"
+    end)() },
+  { "runs", ("%d per program (BENCH_RUNS), %ds in all"):format(RUNS, elapsed) },
+}
+if SIZE_OVERRIDE then
+  machine[#machine + 1] = { "sizes", "overridden by BENCH_N=" .. SIZE_OVERRIDE }
+end
+
+local tgt = targets()
+
+-- terminal
+print()
+for _, m in ipairs(machine) do print(("%-20s %s"):format(m[1] .. ":", m[2])) end
+for _, b in ipairs(BENCHES) do
+  print()
+  print("## " .. b.title)
+  print(bench_table(b))
+end
+print()
+print("## targets")
+for _, t in ipairs(tgt) do print(("%-8s %s  (%s)"):format(t.verdict, t.text, t.detail)) end
+print()
+print("lasync x = how many times better lasync is than that impl (its rate / the impl's rate, or")
+print("the impl's time or memory / lasync's); > 1 means lasync is ahead.")
+
+-- RESULTS.md
+local md = {}
+local function w(s) md[#md + 1] = s or "" end
+w("# lasync benchmark results")
+w()
+w("Written by `make bench` (`lua5.4 bench/run.lua`); every number below was measured in the same")
+w("run.")
+w()
+w("## Machine")
+w()
+for _, m in ipairs(machine) do w(("- %s: %s"):format(m[1], m[2])) end
+w()
+w("## Targets")
+w()
+w("| target | result | values |")
+w("|---|---|---|")
+for _, t in ipairs(tgt) do w(("| %s | %s | %s |"):format(t.text, t.verdict, t.detail)) end
+for _, b in ipairs(BENCHES) do
+  w()
+  w("## " .. b.title)
+  w()
+  w(bench_table(b))
+end
+w()
+w("`lasync x` = how many times better lasync is than that impl: lasync's rate / its rate, or its")
+w("time or memory / lasync's; > 1 means lasync is ahead. `(info)` rows are context, not targets.")
+w()
+w("## Method")
+w()
+w(([[
+- Each program is a separate process that measures itself and prints one `RESULT` line; each was
+  run %d times, interleaved (one process of every program per round, the order rotating each
+  round), and the table shows the median and the range. No warm-up: every number is a cold
+  single shot of the stated size, as a script would see it.
+- Clocks: Lua programs use libuv's monotonic `hrtime` through lua-luv (plain Lua has no fine wall
+  clock), Python `time.perf_counter`, Node `process.hrtime`. Timing starts before the first task
+  is created and stops when gather/Promise.all returns, inside the program (no startup time).
+- lasync programs run under plain `%s` with `async.run` (the same interpreter as the Lua
+  peers); tasks are spawned with `async.spawn` and collected with `async.gather(list)`.
+- spawn: every task returns at once. Node's async functions run eagerly up to their first
+  `await`, so its task does one `await null` to pass through the scheduler once, as a spawned
+  lasync task or an asyncio task does (the issue's "one await per task"; `node-eager` is the
+  no-await variant). `coro` is create+resume of a bare coroutine, the floor.
+- switch: one task doing 1,000,000 `sleep(0)`. Node's equivalent of yielding to the event loop
+  is `setImmediate`; `await null` (microtask, never lets timers or I/O run) is shown for context.
+  The luv scheduler requeues the task and polls libuv once (`uv_run(NOWAIT)`) per round.
+- timers: 100,000 tasks each sleeping 50 ms. Wall time and peak RSS growth (VmHWM, ru_maxrss,
+  resourceUsage().maxRSS) come from one process; heap per task from another, where a probe task
+  started after all sleepers (so all are suspended in their sleep) forces a full GC and reads
+  the heap: Lua `collectgarbage("count")`, Node `heapUsed` (`--expose-gc`), Python
+  `tracemalloc`; minus a baseline taken before the spawns, divided by the task count. The heap
+  figures include the list of tasks and the gather state, as a user's program would have them.
+  `coro` is the floor: bare coroutines parked at a yield.
+- Raw RESULT lines of the last run are in bench/out/raw.txt (not committed).]])
+  :format(RUNS, LASYNC))
+w()
+
+local f = assert(io.open(ROOT .. "/bench/RESULTS.md", "w"))
+f:write(table.concat(md, "\n"))
+f:close()
+print("wrote bench/RESULTS.md")
+
+if lasync_failed then
+  io.stderr:write("bench: a lasync program failed (see above)\n")
+  os.exit(1)
+end
+os.exit(0)
+
+-- }}}
