@@ -34,11 +34,11 @@ typedef struct lasync__task lasync__task;
 
 /* {====== timers: one binary heap per runtime, driven by one uv_timer ======} */
 
+/* Heap entries are embedded in tasks: a due entry wakes or interrupts its task. */
 typedef struct lasync__timer {
   double when;                 /* absolute, in lasync__now() seconds */
   uint64_t seq;                /* insertion order: equal deadlines fire FIFO */
   uint32_t idx;                /* 1-based position in the heap; 0 = not armed */
-  void (*fire)(lasync__runtime *rt, struct lasync__timer *tm);
 } lasync__timer;
 
 /* Monotonic time in seconds. */
@@ -46,7 +46,7 @@ double lasync__now(void);
 /* Arms (or re-arms) tm to fire at `when`. Never runs Lua. */
 void lasync__timer_start(lasync__runtime *rt, lasync__timer *tm, double when);
 void lasync__timer_stop(lasync__runtime *rt, lasync__timer *tm);
-/* Fires every timer due at `now`; fire callbacks only mark tasks ready. */
+/* Fires every timer due at `now` (lasync__task_timer); that only marks tasks ready. */
 void lasync__timers_run(lasync__runtime *rt, double now);
 /* Seconds until the earliest timer (negative if due), or HUGE_VAL if none. */
 double lasync__timers_next(lasync__runtime *rt, double now);
@@ -62,11 +62,12 @@ typedef struct lasync__dlist {
 } lasync__dlist;
 
 typedef struct lasync__listener lasync__listener;
-/* Something waiting for a future to finish; fire() runs no Lua. Listeners fire in the order
-** they were linked. */
+/* Something waiting for a future to finish; firing runs no Lua. Listeners fire in the order
+** they were linked: index < 0 is the await of the task that embeds it, index >= 0 is node
+** `index` of a waitset. */
 struct lasync__listener {
   lasync__dlist link;          /* must be first */
-  void (*fire)(lasync__runtime *rt, lasync__listener *l);
+  int index;
 };
 
 typedef struct lasync__fut {
@@ -78,13 +79,16 @@ typedef struct lasync__fut {
   lasync__dlist listeners;     /* sentinel */
 } lasync__fut;
 
-/* User values of future and task userdata. */
-#define LASYNC_UV_RESULT 1     /* single result, or {n=...} table, or the error value */
-#define LASYNC_UV_EXTRA 2      /* lazily created table: callbacks, name, traceback, ... */
-#define LASYNC_UV_CO 3         /* task: its coroutine while it runs */
-#define LASYNC_UV_SITE 4       /* task: the function that spawned it (for file:line) */
-#define LASYNC_UV_FN 5         /* task: the function to run, then nil */
-#define LASYNC_UV_ARGS 6       /* task: first argument (more follow) */
+/* User values of future and task userdata. A task reuses its slots as it goes: slot 1 holds
+** the function to run, then its coroutine while it runs, then its outcome; slot 2 holds the
+** function that spawned it (for file:line), until an extra table is needed, which keeps it as
+** extra.site. */
+#define LASYNC_UV_RESULT 1     /* done: single result, or {n=...} table, or the error value */
+#define LASYNC_UV_FN 1         /* task, not started: the function to run */
+#define LASYNC_UV_CO 1         /* task, running: its coroutine */
+#define LASYNC_UV_EXTRA 2      /* a table: callbacks, name, traceback, site, ... */
+#define LASYNC_UV_SITE 2       /* task, while it has no extra table: its spawn site */
+#define LASYNC_UV_ARGS 3       /* task, not started: first argument (more follow) */
 
 /* What a suspended task is waiting for. */
 enum {
@@ -100,22 +104,23 @@ typedef struct lasync__scope lasync__scope;
 
 struct lasync__task {
   lasync__fut fut;             /* must be first: a task is a future */
+  lasync__timer timer;         /* sleep and deadline wake-ups */
   lasync__task *next;          /* ready queue link */
   lua_State *co;               /* coroutine while running, else NULL */
-  lasync__timer timer;         /* sleep and deadline wake-ups */
-  lasync__listener wait;       /* used by LASYNC_OP_AWAIT */
-  void *op;                    /* LASYNC_OP_WAITSET / LASYNC_OP_EXTERN record */
-  double sleep_until;
+  union {
+    lasync__listener wait;     /* LASYNC_OP_AWAIT */
+    void *op;                  /* LASYNC_OP_WAITSET / LASYNC_OP_EXTERN record */
+  } w;
   lasync__scope **scopes;      /* cancel scopes, innermost last */
   uint32_t id;
   int slot;                    /* index in the runtime's live table */
-  int nargs;
   int site_line;               /* line of the spawn call, or -1 */
   unsigned short nscopes, capscopes;
   unsigned char op_kind;
   unsigned char queued;
   unsigned char cancel_requested;
   unsigned char reported;      /* an unretrieved failure was reported */
+  unsigned char nargs;
 };
 
 struct lasync__scope {
@@ -179,6 +184,9 @@ void lasync__fut_init(lasync__fut *f, int kind);
 int lasync__task_cancel(lasync__runtime *rt, lua_State *L, lasync__task *t);
 void lasync__link(lasync__fut *f, lasync__listener *l);  /* appends */
 void lasync__unlink(lasync__listener *l);
+/* Pushes the extra table of the future or task at idx; creates it if `create`, else may push
+** nil. [-0, +1, m] */
+int lasync__push_extra(lua_State *L, int idx, int create);
 /* Stores the outcome in the userdata at idx and wakes listeners and callbacks. */
 void lasync__fut_finish(lua_State *L, lasync__runtime *rt, int idx);
 
@@ -203,6 +211,8 @@ int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block);
 /* Runs tasks until `until` finished (NULL: until no task is live); 1 on deadlock. */
 int lasync__run_until(lua_State *L, lasync__runtime *rt, lasync__task *until);
 void lasync__arm_wake(lasync__runtime *rt, double now);
+/* The timer of a suspended task is due: wake it (sleep) or interrupt it (deadline). */
+void lasync__task_timer(lasync__runtime *rt, lasync__task *t);
 void lasync__task_done(lua_State *L, lasync__runtime *rt, lasync__task *t);
 extern char lasync__yield_tag;
 
@@ -218,6 +228,8 @@ void lasync__scopes_release(lua_State *L, lasync__task *t);
 /* waitset.c */
 void lasync__open_waitset(lua_State *L, lasync__runtime *rt);
 void lasync__waitset_abort(lasync__task *t);
+/* Node l of a waitset: its future f finished. */
+void lasync__waitset_fire(lasync__runtime *rt, lasync__listener *l, lasync__fut *f);
 
 /* error.c */
 void lasync__open_error(lua_State *L);

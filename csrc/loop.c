@@ -44,7 +44,7 @@ static void cancel_all(lua_State *L, lasync__runtime *rt) {
 ** closes its coroutine, and finishes it as cancelled. */
 static void kill_task(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   lasync__timer_stop(rt, &t->timer);
-  lasync__unlink(&t->wait);
+  if (t->op_kind == LASYNC_OP_AWAIT) lasync__unlink(&t->w.wait);
   if (t->op_kind == LASYNC_OP_WAITSET) lasync__waitset_abort(t);
   if (t->op_kind == LASYNC_OP_EXTERN) lasync__op_abort(t);
   t->op_kind = LASYNC_OP_NONE;

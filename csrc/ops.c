@@ -26,7 +26,7 @@ static void op_cancel_once(lasync_op *op) {
 }
 
 void lasync__op_abort(lasync__task *t) {
-  lasync_op *op = (lasync_op *)t->op;
+  lasync_op *op = (lasync_op *)t->w.op;
   if (!op->completed) op->rt->nexternal--;
   op->task = NULL;
   op_cancel_once(op);
@@ -69,7 +69,7 @@ LASYNC_API int lasync_op_await(lua_State *L, lasync_op *op, lasync_deliver_fn de
   op->deliver = deliver;
   if (op->completed) return op_k(L, LUA_OK, (lua_KContext)op);  /* completed synchronously */
   op->task = t;
-  t->op = op;
+  t->w.op = op;
   rt->nexternal++;
   return lasync__suspend(L, rt, t, LASYNC_OP_EXTERN, (lua_KContext)op, op_k);
 }

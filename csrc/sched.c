@@ -32,7 +32,7 @@ void lasync__enqueue(lasync__runtime *rt, lasync__task *t) {
 
 void lasync__wake(lasync__runtime *rt, lasync__task *t) {
   lasync__timer_stop(rt, &t->timer);
-  lasync__unlink(&t->wait);
+  if (t->op_kind == LASYNC_OP_AWAIT) lasync__unlink(&t->w.wait);
   t->op_kind = LASYNC_OP_NONE;
   lasync__enqueue(rt, t);
 }
@@ -52,18 +52,14 @@ void lasync__interrupt(lasync__runtime *rt, lasync__task *t) {
   lasync__wake(rt, t);
 }
 
-static void on_task_timer(lasync__runtime *rt, lasync__timer *tm) {
-  lasync__task *t = lasync__container_of(tm, lasync__task, timer);
-  double when;
-  if (t->op_kind == LASYNC_OP_SLEEP && t->sleep_until <= tm->when) {
+void lasync__task_timer(lasync__runtime *rt, lasync__task *t) {
+  /* the timer was armed for the earlier of the sleep's end and the effective deadline */
+  if (t->op_kind == LASYNC_OP_SLEEP &&
+      (t->nscopes == 0 || lasync__effective_deadline(t) > t->timer.when)) {
     lasync__wake(rt, t);
     return;
   }
   lasync__interrupt(rt, t);  /* a deadline passed */
-  if (t->op_kind == LASYNC_OP_NONE) return;
-  when = lasync__effective_deadline(t);
-  if (t->op_kind == LASYNC_OP_SLEEP && t->sleep_until < when) when = t->sleep_until;
-  if (when < HUGE_VAL) lasync__timer_start(rt, &t->timer, when);
 }
 
 /* {====== suspension ======} */
@@ -104,17 +100,13 @@ void lasync__check_cancel(lua_State *L, lasync__runtime *rt, lasync__task *t) {
 
 int lasync__suspend(lua_State *L, lasync__runtime *rt, lasync__task *t, int op_kind,
                     lua_KContext ctx, lua_KFunction k) {
-  double when = HUGE_VAL;
+  double when = op_kind == LASYNC_OP_SLEEP ? t->timer.when : HUGE_VAL;
   t->op_kind = (unsigned char)op_kind;
-  if (op_kind == LASYNC_OP_SLEEP) when = t->sleep_until;
   if (t->nscopes && op_kind != LASYNC_OP_YIELD) {
     double d = lasync__effective_deadline(t);
     if (d < when) when = d;
   }
-  if (when < HUGE_VAL) {
-    t->timer.fire = on_task_timer;
-    lasync__timer_start(rt, &t->timer, when);
-  }
+  if (when < HUGE_VAL) lasync__timer_start(rt, &t->timer, when);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   return lua_yieldk(L, 1, ctx, k);
 }
@@ -125,12 +117,7 @@ static void set_extra_field(lua_State *L, lasync__runtime *rt, lasync__task *t,
                             const char *field) {
   /* [-1, +0, m]: extra[field] = top */
   lasync__push_task(L, rt, t);
-  if (lua_getiuservalue(L, -1, LASYNC_UV_EXTRA) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, -3, LASYNC_UV_EXTRA);
-  }
+  lasync__push_extra(L, -1, 1);
   lua_rotate(L, -3, -1);  /* value on top: task, extra, value */
   lua_setfield(L, -2, field);
   lua_pop(L, 2);
@@ -201,31 +188,19 @@ static int body_next(lua_State *co, int status, lua_KContext ctx) {
   return body_run(co);
 }
 
+/* The body finished: hands the outcome to the scheduler, which stores it (the coroutine must
+** stay anchored by its task until it is back in the pool), then waits for the next body. */
 static int body_k(lua_State *co, int status, lua_KContext ctx) {
   lasync__task *t = (lasync__task *)lua_touserdata(co, 1);
-  int nres = lua_gettop(co) - 2;
   (void)ctx;
-  if (status == LUA_OK || status == LUA_YIELD) {
+  if (status == LUA_OK || status == LUA_YIELD)
     t->fut.state = LASYNC_OK;
-    t->fut.nres = nres;
-    if (nres == 1) {
-      lua_setiuservalue(co, 1, LASYNC_UV_RESULT);
-    } else if (nres > 1) {
-      int i;
-      lua_createtable(co, nres, 1);
-      lua_insert(co, 3);
-      for (i = nres; i >= 1; i--) lua_rawseti(co, 3, i);
-      lua_pushinteger(co, nres);
-      lua_setfield(co, 3, "n");
-      lua_setiuservalue(co, 1, LASYNC_UV_RESULT);
-    }
-  } else {
+  else
     t->fut.state = lasync__is_error_kind(co, -1, "cancelled") ? LASYNC_CANCELLED : LASYNC_ERROR;
-    lua_setiuservalue(co, 1, LASYNC_UV_RESULT);
-  }
-  lua_settop(co, 0);
   lua_pushlightuserdata(co, &done_tag);
-  return lua_yieldk(co, 1, 0, body_next);
+  lua_replace(co, 2);  /* was msgh */
+  lua_remove(co, 1);   /* the task */
+  return lua_yieldk(co, lua_gettop(co), 0, body_next);
 }
 
 /* stack: task, fn, args... */
@@ -255,6 +230,7 @@ static lua_State *get_coroutine(lua_State *L, lasync__runtime *rt) {
   return co;
 }
 
+/* Takes the coroutine from the task (slot 1); pools it if it can run another body. */
 static void release_coroutine(lua_State *L, lasync__runtime *rt, lasync__task *t, int reuse) {
   lasync__push_task(L, rt, t);
   if (reuse && rt->npool < POOL_MAX) {
@@ -269,13 +245,29 @@ static void release_coroutine(lua_State *L, lasync__runtime *rt, lasync__task *t
   t->co = NULL;
 }
 
-static void fail_task(lua_State *L, lasync__runtime *rt, lasync__task *t) {
-  /* [-1, +0, m]: the error value is on top of L */
+/* Stores values first..top of L as the task's results. [-(top-first+1), +0, m] */
+static void store_outcome(lua_State *L, lasync__runtime *rt, lasync__task *t, int first) {
+  int n = lua_gettop(L) - first + 1, i;
+  t->fut.nres = t->fut.state == LASYNC_OK ? n : 1;
+  if (n > 1 && t->fut.state == LASYNC_OK) {
+    lua_createtable(L, n, 1);
+    for (i = 0; i < n; i++) {
+      lua_pushvalue(L, first + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
+    lua_replace(L, first);
+    lua_settop(L, first);
+  } else if (n == 0) {
+    lua_pushnil(L);
+  } else if (n > 1) {
+    lua_settop(L, first);  /* an error is one value */
+  }
   lasync__push_task(L, rt, t);
   lua_insert(L, -2);
   lua_setiuservalue(L, -2, LASYNC_UV_RESULT);
   lua_pop(L, 1);
-  t->fut.state = LASYNC_ERROR;
 }
 
 static void step(lua_State *L, lasync__runtime *rt, lasync__task *t) {
@@ -284,24 +276,24 @@ static void step(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   if (co == NULL) {  /* first step */
     int i, ti;
     if (t->cancel_requested) {  /* cancelled before it started: never run the body */
-      lasync__push_cancelled(L, rt, t, LASYNC_ROOT_SCOPE);
-      fail_task(L, rt, t);
       t->fut.state = LASYNC_CANCELLED;
+      lasync__push_cancelled(L, rt, t, LASYNC_ROOT_SCOPE);
+      store_outcome(L, rt, t, lua_gettop(L));
       lasync__task_done(L, rt, t);
       return;
     }
     co = get_coroutine(L, rt);
     lasync__push_task(L, rt, t);
     ti = lua_gettop(L);
-    lua_pushvalue(L, ti - 1);
-    lua_setiuservalue(L, ti, LASYNC_UV_CO);  /* the task anchors its coroutine */
     lua_pushvalue(L, ti);
     lua_getiuservalue(L, ti, LASYNC_UV_FN);
-    for (i = 0; i < t->nargs; i++) lua_getiuservalue(L, ti, LASYNC_UV_ARGS + i);
-    for (i = 0; i <= t->nargs; i++) {  /* drop them from the task: the coroutine holds them */
+    for (i = 0; i < t->nargs; i++) {  /* move the arguments out: the coroutine holds them */
+      lua_getiuservalue(L, ti, LASYNC_UV_ARGS + i);
       lua_pushnil(L);
-      lua_setiuservalue(L, ti, LASYNC_UV_FN + i);
+      lua_setiuservalue(L, ti, LASYNC_UV_ARGS + i);
     }
+    lua_pushvalue(L, ti - 1);
+    lua_setiuservalue(L, ti, LASYNC_UV_CO);  /* the task anchors its coroutine */
     nargs = t->nargs + 2;
     lua_xmove(L, co, nargs);
     lua_pop(L, 2);  /* task, coroutine */
@@ -312,13 +304,21 @@ static void step(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   rt->current = NULL;
   if (status == LUA_YIELD) {
     void *tag = nres > 0 ? lua_touserdata(co, -nres) : NULL;
-    lua_pop(co, nres);
-    if (tag == &lasync__yield_tag) return;  /* suspended in an op */
+    if (tag == &lasync__yield_tag) {  /* suspended in an op */
+      lua_pop(co, nres);
+      return;
+    }
     if (tag == &done_tag) {
+      int first = lua_gettop(L);  /* the tag's position once moved */
+      luaL_checkstack(L, nres, "too many results");
+      lua_xmove(co, L, nres);
       release_coroutine(L, rt, t, 1);
+      store_outcome(L, rt, t, first + 2);
+      lua_pop(L, 1);  /* the tag */
       lasync__task_done(L, rt, t);
       return;
     }
+    lua_pop(co, nres);
     lasync__push_error(L, "invalid", "coroutine.yield() was called directly in task body; "
                        "use async.sleep(0) or async.yield() to let other tasks run, or "
                        "async.wrap(fn) for a generator that can await");
@@ -330,8 +330,9 @@ static void step(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   /* the coroutine is unusable: close its pending to-be-closed variables and drop it */
   t->op_kind = LASYNC_OP_NONE;
   lasync__closethread(co, L);
-  fail_task(L, rt, t);
   release_coroutine(L, rt, t, 0);
+  t->fut.state = LASYNC_ERROR;
+  store_outcome(L, rt, t, lua_gettop(L));
   lasync__task_done(L, rt, t);
 }
 

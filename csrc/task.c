@@ -34,7 +34,10 @@ static void fire_listeners(lasync__runtime *rt, lasync__fut *f) {
   while (f->listeners.next != &f->listeners) {
     lasync__listener *l = (lasync__listener *)f->listeners.next;
     lasync__unlink(l);
-    l->fire(rt, l);
+    if (l->index < 0)
+      lasync__wake(rt, lasync__container_of(l, lasync__task, w.wait));
+    else
+      lasync__waitset_fire(rt, l, f);
   }
 }
 
@@ -78,16 +81,29 @@ void lasync__push_task(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   lua_remove(L, -2);
 }
 
-/* Pushes the extra table of the userdata at idx; creates it if `create`, else may push nil. */
-static int push_extra(lua_State *L, int idx, int create) {
+int lasync__push_extra(lua_State *L, int idx, int create) {
+  int type;
   idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, LASYNC_UV_EXTRA) == LUA_TTABLE || !create) return 1;
-  lua_pop(L, 1);
-  lua_newtable(L);
+  type = lua_getiuservalue(L, idx, LASYNC_UV_EXTRA);
+  if (type == LUA_TTABLE) return 1;
+  if (!create) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_createtable(L, 0, 2);
+  if (type != LUA_TNIL) {  /* a task's spawn site moves into the table */
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "site");
+  } else {
+    lua_remove(L, -2);
+  }
   lua_pushvalue(L, -1);
   lua_setiuservalue(L, idx, LASYNC_UV_EXTRA);
   return 1;
 }
+
+#define push_extra lasync__push_extra
 
 /* Pushes extra[field] of the userdata at idx (nil if absent). */
 static int get_extra(lua_State *L, int idx, const char *field) {
@@ -111,7 +127,11 @@ static void push_name(lua_State *L, int idx) {
 static void push_site(lua_State *L, int idx) {
   lasync__task *t = (lasync__task *)lua_touserdata(L, idx);
   lua_Debug ar;
-  if (lua_getiuservalue(L, idx, LASYNC_UV_SITE) == LUA_TFUNCTION && lua_getinfo(L, ">S", &ar)) {
+  if (lua_getiuservalue(L, idx, LASYNC_UV_SITE) == LUA_TTABLE) {
+    lua_getfield(L, -1, "site");
+    lua_remove(L, -2);
+  }
+  if (lua_type(L, -1) == LUA_TFUNCTION && lua_getinfo(L, ">S", &ar)) {
     if (t->site_line > 0)
       lua_pushfstring(L, "%s:%d", ar.short_src, t->site_line);
     else
@@ -204,7 +224,7 @@ void lasync__fut_finish(lua_State *L, lasync__runtime *rt, int idx) {
 void lasync__task_done(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   int idx;
   lasync__timer_stop(rt, &t->timer);
-  lasync__unlink(&t->wait);
+  if (t->op_kind == LASYNC_OP_AWAIT) lasync__unlink(&t->w.wait);
   t->op_kind = LASYNC_OP_NONE;
   lasync__push_task(L, rt, t);
   idx = lua_gettop(L);
@@ -254,16 +274,17 @@ lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int le
   lasync__task *t;
   lua_Debug ar;
   if (!is_callable(L, fn)) luaL_typeerror(L, fn, "function");
+  if (nargs > 255) luaL_error(L, "spawn: too many arguments (%d, at most 255)", nargs);
   if (!rt->running && !rt->hosted)
     luaL_error(L, "spawn: no loop is running (spawn tasks inside async.run, or in a script run "
                "by the lasync interpreter)");
   luaL_checkstack(L, 4, NULL);
   slot = alloc_slot(L, rt);
-  t = (lasync__task *)lua_newuserdatauv(L, sizeof *t, LASYNC_UV_FN + nargs);
+  t = (lasync__task *)lua_newuserdatauv(L, sizeof *t, LASYNC_UV_ARGS - 1 + nargs);
   memset(t, 0, sizeof *t);
   lasync__fut_init(&t->fut, LASYNC_KIND_TASK);
   t->id = ++rt->task_ids;
-  t->nargs = nargs;
+  t->nargs = (unsigned char)nargs;
   t->site_line = -1;
   t->slot = slot;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
@@ -272,9 +293,11 @@ lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int le
     t->site_line = ar.currentline;
     lua_setiuservalue(L, -2, LASYNC_UV_SITE);
   }
-  for (i = nargs; i >= 0; i--) {
+  lua_pushvalue(L, fn);
+  lua_setiuservalue(L, -2, LASYNC_UV_FN);
+  for (i = 1; i <= nargs; i++) {
     lua_pushvalue(L, fn + i);
-    lua_setiuservalue(L, -2, LASYNC_UV_FN + i);
+    lua_setiuservalue(L, -2, LASYNC_UV_ARGS + i - 1);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->live_ref);
   lua_pushvalue(L, -2);
@@ -324,10 +347,6 @@ static int push_outcome(lua_State *L, lasync__runtime *rt, int idx) {
   return lua_error(L);
 }
 
-static void on_await_fire(lasync__runtime *rt, lasync__listener *l) {
-  lasync__wake(rt, lasync__container_of(l, lasync__task, wait));
-}
-
 static int fut_await_k(lua_State *L, int status, lua_KContext ctx) {
   lasync__runtime *rt = lasync__rt(L);
   (void)status; (void)ctx;
@@ -343,8 +362,8 @@ static int fut_await(lua_State *L) {
   if (f == &t->fut) luaL_error(L, "await: a task cannot await itself");
   lua_settop(L, 1);
   if (f->state != LASYNC_PENDING) return push_outcome(L, rt, 1);
-  t->wait.fire = on_await_fire;
-  lasync__link(f, &t->wait);
+  t->w.wait.index = -1;
+  lasync__link(f, &t->w.wait);
   return lasync__suspend(L, rt, t, LASYNC_OP_AWAIT, 0, fut_await_k);
 }
 
@@ -464,7 +483,10 @@ static int task_info(lua_State *L) {
     state = "waiting";
   lua_pushstring(L, state);
   if (ops[t->op_kind]) lua_pushstring(L, ops[t->op_kind]); else lua_pushnil(L);
-  lua_getiuservalue(L, 1, LASYNC_UV_CO);
+  if (t->co)
+    lua_getiuservalue(L, 1, LASYNC_UV_CO);
+  else
+    lua_pushnil(L);
   push_site(L, 1);
   return 4;
 }

@@ -80,7 +80,7 @@ void lasync__timers_run(lasync__runtime *rt, double now) {
   while (rt->nheap > 0 && rt->heap[0]->when <= now) {
     lasync__timer *tm = rt->heap[0];
     lasync__timer_stop(rt, tm);
-    tm->fire(rt, tm);
+    lasync__task_timer(rt, lasync__container_of(tm, lasync__task, timer));
   }
 }
 
@@ -113,7 +113,7 @@ static int timer_sleep(lua_State *L) {
     lasync__enqueue(rt, t);
     return lasync__suspend(L, rt, t, LASYNC_OP_YIELD, 0, sleep_k);
   }
-  t->sleep_until = lasync__now() + secs;
+  t->timer.when = lasync__now() + secs;  /* lasync__suspend arms it */
   return lasync__suspend(L, rt, t, LASYNC_OP_SLEEP, 0, sleep_k);
 }
 

@@ -11,13 +11,6 @@ enum { WAIT_NEXT, WAIT_ALL, WAIT_FIRST_ERROR, WAIT_FIRST_FAILURE };
 
 typedef struct waitset waitset;
 
-typedef struct node {
-  lasync__listener l;          /* must be first */
-  waitset *ws;
-  lasync__fut *target;
-  int index;
-} node;
-
 struct waitset {
   lasync__task *waiter;
   int mode;
@@ -25,8 +18,10 @@ struct waitset {
   int first_error, first_failure;   /* 1-based indices, 0 = none */
   int qhead, qtail;                 /* completion queue */
   int *queue;
-  node nodes[1];
+  lasync__listener nodes[1];   /* node i listens to child i + 1 */
 };
+
+#define ws_of(l) lasync__container_of((l) - (l)->index, waitset, nodes[0])
 
 static int satisfied(waitset *ws) {
   switch (ws->mode) {
@@ -44,10 +39,9 @@ static void completed(waitset *ws, int index, lasync__fut *f) {
   if (f->state != LASYNC_OK && !ws->first_failure) ws->first_failure = index;
 }
 
-static void on_fire(lasync__runtime *rt, lasync__listener *l) {
-  node *nd = (node *)l;
-  waitset *ws = nd->ws;
-  completed(ws, nd->index, nd->target);
+void lasync__waitset_fire(lasync__runtime *rt, lasync__listener *l, lasync__fut *f) {
+  waitset *ws = ws_of(l);
+  completed(ws, l->index + 1, f);
   if (ws->waiter && satisfied(ws)) {
     lasync__task *t = ws->waiter;
     ws->waiter = NULL;
@@ -56,12 +50,12 @@ static void on_fire(lasync__runtime *rt, lasync__listener *l) {
 }
 
 void lasync__waitset_abort(lasync__task *t) {
-  ((waitset *)t->op)->waiter = NULL;
+  ((waitset *)t->w.op)->waiter = NULL;
 }
 
 static void unlink_all(waitset *ws) {
   int i;
-  for (i = 0; i < ws->n; i++) lasync__unlink(&ws->nodes[i].l);
+  for (i = 0; i < ws->n; i++) lasync__unlink(&ws->nodes[i]);
 }
 
 /* {====== Lua API ======} */
@@ -80,7 +74,8 @@ static int core_waitset(lua_State *L) {
       luaL_error(L, "item %d is a %s, not a Task or Future", (int)i, luaL_typename(L, -1));
     lua_pop(L, 1);
   }
-  size = sizeof(waitset) + (size_t)(n > 0 ? n - 1 : 0) * sizeof(node) + (size_t)n * sizeof(int);
+  size = sizeof(waitset) + (size_t)(n > 0 ? n - 1 : 0) * sizeof(lasync__listener) +
+         (size_t)n * sizeof(int);
   ws = (waitset *)lua_newuserdatauv(L, size, 1);
   memset(ws, 0, size);
   ws->n = ws->remaining = (int)n;
@@ -89,19 +84,16 @@ static int core_waitset(lua_State *L) {
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);  /* anchors the children */
   for (i = 1; i <= n; i++) {
-    node *nd = &ws->nodes[i - 1];
+    lasync__listener *nd = &ws->nodes[i - 1];
     lasync__fut *f;
     lua_rawgeti(L, 1, i);
     f = (lasync__fut *)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    nd->ws = ws;
-    nd->target = f;
-    nd->index = (int)i;
-    nd->l.fire = on_fire;
+    nd->index = (int)i - 1;
     if (f->state != LASYNC_PENDING)
       completed(ws, (int)i, f);
     else
-      lasync__link(f, &nd->l);
+      lasync__link(f, nd);
   }
   return 1;
 }
@@ -144,7 +136,7 @@ static int wait_for(lua_State *L, waitset *ws, int mode) {
   lua_settop(L, 1);
   if (satisfied(ws) || (mode == WAIT_NEXT && ws->qhead == ws->n)) return push_answer(L, ws);
   ws->waiter = t;
-  t->op = ws;
+  t->w.op = ws;
   return lasync__suspend(L, rt, t, LASYNC_OP_WAITSET, (lua_KContext)ws, wait_k);
 }
 
@@ -171,7 +163,10 @@ static int ws_results(lua_State *L) {
   lua_getiuservalue(L, 1, 1);  /* the children */
   lua_createtable(L, ws->n, 1);
   for (i = 0; i < ws->n; i++) {
-    lasync__fut *f = ws->nodes[i].target;
+    lasync__fut *f;
+    lua_rawgeti(L, 2, i + 1);
+    f = (lasync__fut *)lua_touserdata(L, -1);
+    lua_pop(L, 1);
     if (f->state == LASYNC_PENDING) continue;
     if (f->state != LASYNC_OK && !with_errors) continue;
     f->retrieved = 1;

@@ -335,8 +335,8 @@ local function group_close(g, block_err)
   if block_err ~= nil then
     -- the block raised: its own error, or the Cancelled this group's scope caused
     mine = g.scope:close(block_err)
-    if not mine and not is_cancelled(block_err) then
-      table.insert(g.errors, 1, block_err)
+    if not mine then  -- any error leaving the block cancels the children
+      if not is_cancelled(block_err) then table.insert(g.errors, 1, block_err) end
       if not g.failing then
         g.failing = true
         cancel_pending(g.children, #g.children, "TaskGroup: the block raised an error")
