@@ -201,8 +201,14 @@ static int interp_close_stdin(lua_State *L) {
   return 0;
 }
 
+static int interp_stdin_is_tty(lua_State *L) {
+  lua_pushboolean(L, uv_guess_handle(0) == UV_TTY);
+  return 1;
+}
+
 static int luaopen_lasync_interp(lua_State *L) {
   static const luaL_Reg funcs[] = {
+    {"stdin_is_tty", interp_stdin_is_tty},
     {"install_signals", interp_install_signals},
     {"rearm_interrupt", interp_rearm_interrupt},
     {"read_line", interp_read_line},

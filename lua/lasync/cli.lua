@@ -123,6 +123,16 @@ function M.main(argv)
   if o.version then print("lasync " .. async.version .. " (" .. _VERSION .. ")") end
   _G.arg = make_arg(argv, o.script_index)
 
+  local interp = require("lasync.interp")
+  if not o.script and #o.execs == 0 and not o.version then
+    -- like lua: a REPL on a terminal, otherwise stdin is the script
+    if interp.stdin_is_tty() then
+      o.interactive = true
+      print("lasync " .. async.version .. " (" .. _VERSION .. ")")
+    else
+      o.script = "-"
+    end
+  end
   local chunk, lerr
   if o.script == "-" then
     chunk, lerr = loadfile(nil)
@@ -133,12 +143,7 @@ function M.main(argv)
     report(lerr)
     return 1
   end
-  if not o.script and #o.execs == 0 and not o.version then
-    local interp = require("lasync.interp")
-    if interp then o.interactive = true end
-  end
 
-  local interp = require("lasync.interp")
   local main_task, interrupted
   local script_args = {}
   if o.script_index then
