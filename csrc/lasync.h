@@ -48,34 +48,41 @@ LASYNC_API int lasync_step(lua_State *L);
 ** External operations (C-level futures).
 **
 **   static int host_fetch(lua_State *L) {
-**     struct req *r = start_request(...);               -- the host's own operation
-**     r->op = lasync_op_new(L, r, cancel_request);       -- raises if not called from a task
-**     return lasync_op_await(L, r->op, deliver_result);  -- suspends the task
+**     lasync_op *op = lasync_op_new(L);           -- raises if not called from a task: allocate
+**     struct req *r = malloc(sizeof *r);          --   nothing of yours before it
+**     r->op = op;
+**     start_request(r);                           -- the host's own operation
+**     return lasync_op_await(L, op, r, deliver_result, cancel_request);  -- suspends the task
 **   }
-**   void on_request_done(struct req *r) {               -- the host's callback, later
-**     lasync_op_complete(r->op, 0);                      -- marks the task ready; runs no Lua
+**   void on_request_done(struct req *r) {        -- the host's callback, later
+**     lasync_op_complete(r->op, 0);              -- marks the task ready; runs no Lua
 **   }
 **
-** When the task resumes, `deliver(L, data, status)` runs inside the task: it pushes the results
-** and returns their number (or raises). If the task is cancelled first, `cancel(data)` is called
-** at once (from whichever code cancelled it); after that the host MUST NOT call
-** lasync_op_complete for this op, and deliver is not called. The op's memory belongs to the
-** runtime: the host MUST NOT use the pointer after deliver or cancel was called.
+** Exactly one of `deliver` and `cancel` is called for each awaited op. When the task resumes,
+** `deliver(L, data, status)` runs inside the task: it pushes the results and returns their number
+** (or raises), and frees what it must. If the task is cancelled first (also when a cancellation
+** was already pending at lasync_op_await, or arrived after lasync_op_complete but before the task
+** resumed), `cancel(data)` is called instead, at once, from whichever code cancelled the task; it
+** MUST NOT run Lua. After deliver or cancel was called, the op is gone: the host MUST NOT pass it
+** to lasync_op_complete (again) or use it in any way. Calling lasync_op_complete more than once
+** before that is harmless (the first status wins).
 */
 typedef struct lasync_op lasync_op;
 typedef int (*lasync_deliver_fn)(lua_State *L, void *data, int status);
 typedef void (*lasync_cancel_fn)(void *data);
 
 /* Creates an op for the running task and pushes it (keep it on the stack until
-** lasync_op_await). Raises if not called from a task that can suspend. [-0, +1, e] */
-LASYNC_API lasync_op *lasync_op_new(lua_State *L, void *data, lasync_cancel_fn cancel);
+** lasync_op_await). Raises only if not called from a task that can suspend. [-0, +1, e] */
+LASYNC_API lasync_op *lasync_op_new(lua_State *L);
 
 /* Suspends the running task until lasync_op_complete(op, ...); use it as
-** `return lasync_op_await(L, op, deliver);` from a lua_CFunction. [-?, +?, e] */
-LASYNC_API int lasync_op_await(lua_State *L, lasync_op *op, lasync_deliver_fn deliver);
+** `return lasync_op_await(L, op, data, deliver, cancel);` from a lua_CFunction. If the task is
+** already cancelled, calls cancel(data) and raises the Cancelled error. [-?, +?, e] */
+LASYNC_API int lasync_op_await(lua_State *L, lasync_op *op, void *data,
+                               lasync_deliver_fn deliver, lasync_cancel_fn cancel);
 
 /* Completes op with a host-defined status (passed to deliver). Runs no Lua code: safe from any
-** libuv callback on the loop's thread. Ignored once the op completed or was cancelled. */
+** libuv callback on the loop's thread. See above for when it MUST NOT be called. */
 LASYNC_API void lasync_op_complete(lasync_op *op, int status);
 
 /*
@@ -83,10 +90,14 @@ LASYNC_API void lasync_op_complete(lasync_op *op, int status);
 ** lasync_notifier_new pops a function and returns a handle; each lasync_notify(h) (async-signal-
 ** safe and thread-safe: it is uv_async_send) makes the runtime spawn a task that runs the
 ** function, at its next scheduler pass. Several notifications before that pass coalesce into
-** one. The notifier does not keep async.run from finishing. [-1, +0, e]
+** one. An open notifier counts as something that may wake a task, so async.run does not treat
+** "every task waits" as a deadlock while one is open; lasync_notifier_unref makes it not count
+** (for signal handlers that may never fire). The notifier lives until it is closed from Lua
+** (n:close()) or the Lua state closes. [-1, +0, e]
 */
 typedef struct lasync_notifier lasync_notifier;
 LASYNC_API lasync_notifier *lasync_notifier_new(lua_State *L);
 LASYNC_API void lasync_notify(lasync_notifier *n);
+LASYNC_API void lasync_notifier_unref(lasync_notifier *n);
 
 #endif

@@ -46,8 +46,10 @@ static int interp_install_signals(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lua_pushvalue(L, 1);
   sigint_notifier = lasync_notifier_new(L);
+  lasync_notifier_unref(sigint_notifier);  /* signals may never come: no keep-alive */
   lua_pushvalue(L, 2);
   sigquit_notifier = lasync_notifier_new(L);
+  lasync_notifier_unref(sigquit_notifier);
   memset(&sa, 0, sizeof sa);
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
@@ -181,12 +183,12 @@ static int interp_read_line(lua_State *L) {
     return push_line(L);
   }
   if (find_newline() || in.eof) return push_line(L);
-  in.op = lasync_op_new(L, NULL, cancel_read);
+  in.op = lasync_op_new(L);
   if (!in.reading) {
     uv_read_start((uv_stream_t *)&in.h, on_alloc, on_read);
     in.reading = 1;
   }
-  return lasync_op_await(L, in.op, deliver_line);
+  return lasync_op_await(L, in.op, NULL, deliver_line, cancel_read);
 }
 
 static int interp_close_stdin(lua_State *L) {

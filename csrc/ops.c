@@ -32,18 +32,14 @@ void lasync__op_abort(lasync__task *t) {
   op_cancel_once(op);
 }
 
-LASYNC_API lasync_op *lasync_op_new(lua_State *L, void *data, lasync_cancel_fn cancel) {
+LASYNC_API lasync_op *lasync_op_new(lua_State *L) {
   lasync__runtime *rt = lasync__getruntime(L);
-  lasync__task *t;
   lasync_op *op;
   if (rt == NULL) luaL_error(L, "lasync.core is not open in this Lua state");
-  t = lasync__check_suspend(L, rt, "this operation");
-  lasync__check_cancel(L, rt, t);
+  (void)lasync__check_suspend(L, rt, "this operation");
   op = (lasync_op *)lua_newuserdatauv(L, sizeof *op, 0);
   memset(op, 0, sizeof *op);
   op->rt = rt;
-  op->data = data;
-  op->cancel = cancel;
   luaL_setmetatable(L, LASYNC_OP_MT);
   return op;
 }
@@ -51,23 +47,29 @@ LASYNC_API lasync_op *lasync_op_new(lua_State *L, void *data, lasync_cancel_fn c
 static int op_k(lua_State *L, int status, lua_KContext ctx) {
   lasync_op *op = (lasync_op *)ctx;
   lasync__runtime *rt = op->rt;
-  int cancelled;
+  lasync__task *t = rt->current;
   (void)status;
   op->task = NULL;
-  cancelled = rt->current->cancel_requested || rt->current->nscopes;
-  if (cancelled && lasync__cancel_origin(rt->current, lasync__now()) != NULL) {
-    op_cancel_once(op);  /* it completed, but the task was cancelled before it resumed */
-    lasync__check_cancel(L, rt, rt->current);
+  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL) {
+    op_cancel_once(op);  /* cancelled before it resumed, maybe after it completed */
+    lasync__check_cancel(L, rt, t);
   }
   op->finished = 1;
   return op->deliver(L, op->data, op->status);
 }
 
-LASYNC_API int lasync_op_await(lua_State *L, lasync_op *op, lasync_deliver_fn deliver) {
+LASYNC_API int lasync_op_await(lua_State *L, lasync_op *op, void *data,
+                               lasync_deliver_fn deliver, lasync_cancel_fn cancel) {
   lasync__runtime *rt = op->rt;
-  lasync__task *t = lasync__check_suspend(L, rt, "this operation");
+  lasync__task *t = rt->current;
+  op->data = data;
   op->deliver = deliver;
+  op->cancel = cancel;
   if (op->completed) return op_k(L, LUA_OK, (lua_KContext)op);  /* completed synchronously */
+  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL) {
+    op_cancel_once(op);
+    lasync__check_cancel(L, rt, t);
+  }
   op->task = t;
   t->w.op = op;
   rt->nexternal++;
@@ -177,7 +179,6 @@ LASYNC_API lasync_notifier *lasync_notifier_new(lua_State *L) {
     free(h);
     luaL_error(L, "cannot create a notifier");
   }
-  uv_unref((uv_handle_t *)h);  /* a notifier never keeps the loop alive */
   h->data = n;
   n->async = h;
   n->rt = rt;
@@ -195,6 +196,10 @@ LASYNC_API lasync_notifier *lasync_notifier_new(lua_State *L) {
 
 LASYNC_API void lasync_notify(lasync_notifier *n) {
   if (n->async) uv_async_send(n->async);
+}
+
+LASYNC_API void lasync_notifier_unref(lasync_notifier *n) {
+  if (n->async) uv_unref((uv_handle_t *)n->async);
 }
 
 /* {====== Lua API ======} */
@@ -217,6 +222,11 @@ static int notifier_notify(lua_State *L) {
   return 0;
 }
 
+static int notifier_unref(lua_State *L) {
+  lasync_notifier_unref(checknotifier(L));
+  return 0;
+}
+
 static int notifier_lclose(lua_State *L) {
   lasync_notifier *n = checknotifier(L);
   notifier_close(lasync__rt(L), n, L);
@@ -236,7 +246,8 @@ static int op__gc(lua_State *L) {
 
 void lasync__open_ops(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg notifier_methods[] = {
-    {"notify", notifier_notify}, {"close", notifier_lclose}, {NULL, NULL}
+    {"notify", notifier_notify}, {"close", notifier_lclose}, {"unref", notifier_unref},
+    {NULL, NULL}
   };
   static const luaL_Reg notifier_meta[] = {
     {"__gc", notifier__gc}, {"__close", notifier_lclose}, {NULL, NULL}

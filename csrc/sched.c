@@ -299,6 +299,7 @@ static void step(lua_State *L, lasync__runtime *rt, lasync__task *t) {
     lua_pop(L, 2);  /* task, coroutine */
     t->co = co;
   }
+  t->op_kind = LASYNC_OP_NONE;  /* whatever it waited for is over (sleep(0) leaves YIELD) */
   rt->current = t;
   status = lua_resume(co, L, nargs, &nres);
   rt->current = NULL;

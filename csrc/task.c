@@ -390,7 +390,10 @@ static int fut_result(lua_State *L) {
 
 static int fut_error(lua_State *L) {
   lasync__fut *f = lasync__checkfut(L, lasync__rt(L), 1);
-  if (f->state != LASYNC_ERROR && f->state != LASYNC_CANCELLED) return 0;
+  if (f->state != LASYNC_ERROR && f->state != LASYNC_CANCELLED) {
+    lua_pushnil(L);
+    return 1;
+  }
   f->retrieved = 1;
   lua_getiuservalue(L, 1, LASYNC_UV_RESULT);
   return 1;

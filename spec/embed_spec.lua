@@ -16,6 +16,31 @@ describe("a C host embedding lasync", function()
     }, "\n") .. "\n", r.stdout)
   end)
 
+  it("cancels a host operation cleanly, also when the task was cancelled before it started", function()
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+local async = require('lasync')
+local host = require('host')
+local early = async.spawn(function()
+  async.current_task():cancel('early')  -- sticky: host.delay must not even start
+  return pcall(host.delay, 10, 1)
+end)
+print(early:await())
+local t = async.spawn(host.delay, 10000, 2)
+async.sleep(0.01)
+t:cancel('late')
+print(pcall(t.await, t))
+]])
+    f:close()
+    local r = helper.sh("cd " .. helper.q(helper.ROOT) .. " && " .. helper.q(host) .. " "
+                        .. helper.q(script))
+    os.remove(script)
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("false\tcancelled: task 'task-2' was cancelled: early\n"
+                 .. "false\tcancelled: task 'task-3' was cancelled: late\n", r.stdout)
+  end)
+
   it("reports a failing script with its traceback and a non-zero exit", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))

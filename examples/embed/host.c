@@ -51,15 +51,19 @@ static int host_delay(lua_State *L) {
   lua_Integer ms = luaL_checkinteger(L, 1);
   lua_Integer value = luaL_checkinteger(L, 2);
   delay_req *r;
+  lasync_op *op;
   luaL_argcheck(L, ms >= 0, 1, "must be >= 0");
+  op = lasync_op_new(L);  /* raises outside a task: before anything is allocated */
   r = (delay_req *)malloc(sizeof *r);
   if (r == NULL) return luaL_error(L, "not enough memory");
   r->value = value;
+  r->op = op;
   r->timer.data = r;
-  r->op = lasync_op_new(L, r, cancel);  /* raises outside a task: r is not yet on the loop */
   uv_timer_init(lasync_loop(L), &r->timer);
   uv_timer_start(&r->timer, on_timer, (uint64_t)ms, 0);
-  return lasync_op_await(L, r->op, deliver);
+  /* from here on, exactly one of deliver and cancel frees r (cancel at once if the task is
+  ** already cancelled) */
+  return lasync_op_await(L, op, r, deliver, cancel);
 }
 
 /* {====== the host ======} */

@@ -177,13 +177,14 @@ function M.main(argv)
     if o.interactive then repl(interp) end
   end)
   io.stdout:flush()
-  if ok then return 0 end
-  if interrupted and async.is_cancelled(err) then
+  if interrupted then  -- Ctrl-C: 130, however the main task ended
+    if not ok and not async.is_cancelled(err) then print_failure(main_task, err) end
     report("interrupted")
     return 130
   end
+  if ok then return 0 end
   print_failure(main_task, err)
-  return interrupted and 130 or 1
+  return 1
 end
 
 return M
