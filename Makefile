@@ -65,6 +65,7 @@ demo: all
 
 test: all
 	$(BUSTED)
+	$(LUA) docs/check_examples.lua
 
 lint:
 	luacheck lua spec bench examples

@@ -229,21 +229,22 @@ static int file_exists(const char *path) {
   return f != NULL;
 }
 
-/* Puts the Lua modules on package.path: the checkout next to the binary (build/lasync ->
-** lua/), else where `make install` put them. */
+/* Puts the Lua modules on package.path: the checkout next to the binary (build/lasync -> lua/),
+** else an installation next to it (bin/lasync -> share/lua/5.4/), else LASYNC_LUADIR. */
 static void set_path(lua_State *L) {
-  char exe[4096], probe[4200];
-  size_t size = sizeof exe;
-  const char *dir = LASYNC_LUADIR;
+  static const char *const rel[] = {"/../lua", "/../share/lua/" LUA_VERSION_MAJOR "."
+                                    LUA_VERSION_MINOR};
+  char exe[4096], probe[4200], dir[4200];
+  size_t size = sizeof exe, i;
   luaL_Buffer b;
-  if (uv_exepath(exe, &size) == 0) {
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = '\0';
-      snprintf(probe, sizeof probe, "%s/../lua/lasync/init.lua", exe);
+  snprintf(dir, sizeof dir, "%s", LASYNC_LUADIR);
+  if (uv_exepath(exe, &size) == 0 && strrchr(exe, '/')) {
+    *strrchr(exe, '/') = '\0';
+    for (i = 0; i < sizeof rel / sizeof rel[0]; i++) {
+      snprintf(probe, sizeof probe, "%s%s/lasync/init.lua", exe, rel[i]);
       if (file_exists(probe)) {
-        snprintf(probe, sizeof probe, "%s/../lua", exe);
-        dir = probe;
+        snprintf(dir, sizeof dir, "%s%s", exe, rel[i]);
+        break;
       }
     }
   }
