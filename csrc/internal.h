@@ -187,6 +187,9 @@ void lasync__unlink(lasync__listener *l);
 /* Pushes the extra table of the future or task at idx; creates it if `create`, else may push
 ** nil. [-0, +1, m] */
 int lasync__push_extra(lua_State *L, int idx, int create);
+/* Stores values first..top as the results of the future or task at idx (< first), one value
+** directly, several as an {n=...} table, and pops them. [-(top-first+1), +0, m] */
+void lasync__store_results(lua_State *L, int idx, int first);
 /* Stores the outcome in the userdata at idx and wakes listeners and callbacks. */
 void lasync__fut_finish(lua_State *L, lasync__runtime *rt, int idx);
 

@@ -245,28 +245,13 @@ static void release_coroutine(lua_State *L, lasync__runtime *rt, lasync__task *t
   t->co = NULL;
 }
 
-/* Stores values first..top of L as the task's results. [-(top-first+1), +0, m] */
+/* Stores values first..top of L as the task's outcome: its results, or (when it failed) the
+** error value alone. [-(top-first+1), +0, m] */
 static void store_outcome(lua_State *L, lasync__runtime *rt, lasync__task *t, int first) {
-  int n = lua_gettop(L) - first + 1, i;
-  t->fut.nres = t->fut.state == LASYNC_OK ? n : 1;
-  if (n > 1 && t->fut.state == LASYNC_OK) {
-    lua_createtable(L, n, 1);
-    for (i = 0; i < n; i++) {
-      lua_pushvalue(L, first + i);
-      lua_rawseti(L, -2, i + 1);
-    }
-    lua_pushinteger(L, n);
-    lua_setfield(L, -2, "n");
-    lua_replace(L, first);
-    lua_settop(L, first);
-  } else if (n == 0) {
-    lua_pushnil(L);
-  } else if (n > 1) {
-    lua_settop(L, first);  /* an error is one value */
-  }
+  if (t->fut.state != LASYNC_OK) lua_settop(L, first);  /* an error is one value */
   lasync__push_task(L, rt, t);
-  lua_insert(L, -2);
-  lua_setiuservalue(L, -2, LASYNC_UV_RESULT);
+  lua_insert(L, first);
+  lasync__store_results(L, first, first + 1);
   lua_pop(L, 1);
 }
 

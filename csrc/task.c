@@ -142,8 +142,7 @@ static void push_site(lua_State *L, int idx) {
   }
 }
 
-/* Stores results first..top in the userdata at idx. */
-static void store_results(lua_State *L, int idx, int first) {
+void lasync__store_results(lua_State *L, int idx, int first) {
   lasync__fut *f = (lasync__fut *)lua_touserdata(L, idx);
   int n = lua_gettop(L) - first + 1, i;
   f->nres = n;
@@ -563,7 +562,7 @@ static lasync__fut *check_pending_future(lua_State *L, const char *what) {
 
 static int future_set_result(lua_State *L) {
   lasync__fut *f = check_pending_future(L, "set_result");
-  store_results(L, 1, 2);
+  lasync__store_results(L, 1, 2);
   f->state = LASYNC_OK;
   lasync__fut_finish(L, lasync__rt(L), 1);
   return 0;
