@@ -163,7 +163,6 @@ struct lasync__runtime {
   unsigned char running;       /* inside async.run or lasync_step */
   unsigned char owns_loop;
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
-  unsigned char closing;       /* lua_close is finalizing: touch no Lua, no tasks */
 };
 
 /* The runtime, from upvalue 1 of every lasync.core function. */

@@ -190,7 +190,6 @@ static int loop_new_error(lua_State *L) {
 
 static int runtime__gc(lua_State *L) {
   lasync__runtime *rt = (lasync__runtime *)lua_touserdata(L, 1);
-  rt->closing = 1;
   lasync__close_notifiers(rt);
   close_wake(rt);
   if (rt->owns_loop) {

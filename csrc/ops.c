@@ -148,15 +148,10 @@ void lasync__close_notifiers(lasync__runtime *rt) {
   lua_State *L = rt->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->notifiers_ref);
   lua_pushnil(L);
-  while (lua_next(L, -2)) {
+  while (lua_next(L, -2)) {  /* notifier_close clears the current field: next allows that */
     lasync_notifier *n = (lasync_notifier *)lua_touserdata(L, -2);
     lua_pop(L, 1);
-    if (!n->closed) {  /* no Lua state changes while iterating: close the handle only */
-      n->closed = 1;
-      n->async->data = NULL;
-      uv_close((uv_handle_t *)n->async, free_handle);
-      n->async = NULL;
-    }
+    notifier_close(rt, n, L);
   }
   lua_pop(L, 1);
   rt->notify_head = NULL;

@@ -502,13 +502,12 @@ static int task__tostring(lua_State *L) {
 }
 
 static int task__gc(lua_State *L) {
-  lasync__runtime *rt = lasync__rt(L);
   lasync__task *t = (lasync__task *)lua_touserdata(L, 1);
-  if (t->fut.state == LASYNC_PENDING) {  /* only lua_close collects a live task */
-    rt->closing = 1;
-    return 0;
-  }
-  report_unretrieved(L, &t->fut, 1);
+  /* a live task is only collected by lua_close: its heap and list links are not touched (the
+  ** runtime, finalized last, frees the heap without reading it) */
+  if (t->fut.state != LASYNC_PENDING) report_unretrieved(L, &t->fut, 1);
+  free(t->scopes);
+  t->scopes = NULL;
   return 0;
 }
 
