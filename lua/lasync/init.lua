@@ -5,6 +5,7 @@
 -- timeout/deadline, shield/shielded and TaskGroup. Every combinator owns what it spawns and never
 -- returns while a child it cancelled is still running.
 local core = require("lasync.core")
+local sync = require("lasync.sync")
 
 local M = {}
 
@@ -26,6 +27,17 @@ M.yield = core.yield
 M.await = core.await
 M.Future = core.Future
 M.tasks = core.tasks
+
+-- synchronisation primitives and queues (lasync.sync)
+M.Event = sync.Event
+M.Lock = sync.Lock
+M.Semaphore = sync.Semaphore
+M.BoundedSemaphore = sync.BoundedSemaphore
+M.Condition = sync.Condition
+M.Queue = sync.Queue
+M.LifoQueue = sync.LifoQueue
+M.PriorityQueue = sync.PriorityQueue
+M.RateLimiter = sync.RateLimiter
 
 -- {====== errors ======}
 
@@ -377,6 +389,45 @@ end
 
 function TaskGroup:wait() group_close(self, nil) end
 TaskGroup.__close = group_close
+
+-- {====== map: a bounded worker pool in one call ======}
+
+-- async.map(fn, list, {concurrency = n, return_errors = bool}) -> {n = #list, fn(list[i], i)...}
+function M.map(fn, list, opts)
+  if type(fn) ~= "function" then error("map: expected a function, got " .. type(fn), 2) end
+  if not is_plain_list(list) then error("map: expected a list, got " .. type(list), 2) end
+  if opts ~= nil and type(opts) ~= "table" then error("map: options must be a table", 2) end
+  local n = #list
+  local concurrency = opts and opts.concurrency or n
+  if math.type(concurrency) ~= "integer" or concurrency < 1 then
+    if not (n == 0 and concurrency == 0) then
+      error("map: concurrency must be an integer >= 1, got " .. tostring(concurrency), 2)
+    end
+  end
+  local return_errors = opts and opts.return_errors
+  local results = { n = n }
+  local next_index, failed = 0, false
+  local function worker()
+    while not failed do
+      local i = next_index + 1
+      if i > n then return end
+      next_index = i
+      local ok, v = pcall(fn, list[i], i)
+      if ok then
+        results[i] = v
+      elseif return_errors and not is_cancelled(v) then
+        results[i] = v
+      else
+        failed = true  -- no new item starts; gather cancels the running ones
+        error(v, 0)
+      end
+    end
+  end
+  local workers = { n = math.min(concurrency, n) }
+  for w = 1, workers.n do workers[w] = spawn_from(2, worker) end
+  gather("map", workers, false)
+  return results
+end
 
 -- {====== generators that await ======}
 
