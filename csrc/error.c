@@ -48,10 +48,20 @@ int lasync__is_error_kind(lua_State *L, int idx, const char *kind) {
   return yes;
 }
 
-void lasync__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                      const luaL_Reg *metamethods) {
+static const char *const class_names[LASYNC_NCLASSES] = {
+  LASYNC_TASK_MT, LASYNC_FUTURE_MT, LASYNC_SCOPE_MT, LASYNC_WAITSET_MT, LASYNC_NOTIFIER_MT,
+  LASYNC_OP_MT
+};
+
+void lasync__newclass(lua_State *L, lasync__runtime *rt, int cls, const char *name,
+                      const luaL_Reg *methods, const luaL_Reg *metamethods) {
   /* stack: rt */
   luaL_newmetatable(L, name);
+  if (rt->mt[cls] == NULL) {
+    rt->mt[cls] = lua_topointer(L, -1);
+    lua_pushvalue(L, -1);
+    rt->mtref[cls] = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
   lua_pushvalue(L, -2);
   luaL_setfuncs(L, metamethods, 1);
   if (methods) {
@@ -61,4 +71,23 @@ void lasync__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
     lua_setfield(L, -2, "__index");
   }
   lua_pop(L, 1);
+}
+
+void lasync__setclass(lua_State *L, lasync__runtime *rt, int cls) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[cls]);
+  lua_setmetatable(L, -2);
+}
+
+void *lasync__toclass(lua_State *L, lasync__runtime *rt, int idx, int cls) {
+  const void *mt;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt == rt->mt[cls] ? lua_touserdata(L, idx) : NULL;
+}
+
+void *lasync__checkclass(lua_State *L, lasync__runtime *rt, int idx, int cls) {
+  void *p = lasync__toclass(L, rt, idx, cls);
+  if (p == NULL) luaL_typeerror(L, idx, class_names[cls]);
+  return p;
 }

@@ -32,6 +32,12 @@
 typedef struct lasync__runtime lasync__runtime;
 typedef struct lasync__task lasync__task;
 
+/* The classes of lasync.core: their metatables are kept by address for fast type checks. */
+enum {
+  LASYNC_CLS_TASK, LASYNC_CLS_FUTURE, LASYNC_CLS_SCOPE, LASYNC_CLS_WAITSET,
+  LASYNC_CLS_NOTIFIER, LASYNC_CLS_OP, LASYNC_NCLASSES
+};
+
 /* {====== timers: one binary heap per runtime, driven by one uv_timer ======} */
 
 /* Heap entries are embedded in tasks: a due entry wakes or interrupts its task. */
@@ -97,7 +103,8 @@ enum {
   LASYNC_OP_SLEEP,
   LASYNC_OP_AWAIT,             /* one future: task->wait is linked */
   LASYNC_OP_WAITSET,           /* task->op is a waitset */
-  LASYNC_OP_EXTERN             /* task->op is a lasync_op */
+  LASYNC_OP_EXTERN,            /* task->op is a lasync_op */
+  LASYNC_OP_PARK               /* core.park: task->w.token says which wait */
 };
 
 typedef struct lasync__scope lasync__scope;
@@ -110,6 +117,7 @@ struct lasync__task {
   union {
     lasync__listener wait;     /* LASYNC_OP_AWAIT */
     void *op;                  /* LASYNC_OP_WAITSET / LASYNC_OP_EXTERN record */
+    lua_Integer token;         /* LASYNC_OP_PARK */
   } w;
   lasync__scope **scopes;      /* cancel scopes, innermost last */
   uint32_t id;
@@ -121,6 +129,7 @@ struct lasync__task {
   unsigned char cancel_requested;
   unsigned char reported;      /* an unretrieved failure was reported */
   unsigned char nargs;
+  unsigned char served;        /* core.unpark gave this parked task a value */
 };
 
 struct lasync__scope {
@@ -154,9 +163,10 @@ struct lasync__runtime {
   int failed_ref;              /* registry: weak-keyed set of failed, unretrieved tasks */
   int passthrough_ref;         /* registry: weak-keyed set of pass-through coroutines */
   int notifiers_ref;           /* registry: notifiers with pending notifications */
-  int task_mt_ref;             /* registry refs of the task and future metatables, and their */
-  int future_mt_ref;           /* addresses, for type checks without string look-ups */
-  const void *task_mt, *future_mt;
+  int parked_ref;              /* registry: slot -> value given by core.unpark */
+  lua_Integer park_tokens;     /* the last token core.park_in gave out (they count up) */
+  const void *mt[LASYNC_NCLASSES];  /* class metatables, by address: type checks without */
+  int mtref[LASYNC_NCLASSES];       /* string look-ups; and their registry refs */
   int nexternal;               /* external ops in flight */
   double last_poll;
   struct lasync_notifier *notify_head; /* notifiers that fired, not yet dispatched */
@@ -241,10 +251,15 @@ int lasync__is_error_kind(lua_State *L, int idx, const char *kind);
 /* Pushes the Cancelled error a task receives now. [-0, +1, m] */
 void lasync__push_cancelled(lua_State *L, lasync__runtime *rt, lasync__task *t,
                             lasync__scope *origin);
-/* Builds a class: metatable `name` with methods (as __index) and metamethods, every function
-** getting the runtime userdata (at stack top) as upvalue 1. [-1, +0, m] */
-void lasync__newclass(lua_State *L, const char *name, const luaL_Reg *methods,
-                      const luaL_Reg *metamethods);
+/* Builds class `cls`: metatable `name` with methods (as __index) and metamethods, every
+** function getting the runtime (a light userdata at stack top) as upvalue 1. [-0, +0, m] */
+void lasync__newclass(lua_State *L, lasync__runtime *rt, int cls, const char *name,
+                      const luaL_Reg *methods, const luaL_Reg *metamethods);
+/* Sets the metatable of the value at the top to class cls. [-0, +0, -] */
+void lasync__setclass(lua_State *L, lasync__runtime *rt, int cls);
+/* The userdata at idx if it is of class cls, else NULL / else raises a type error. */
+void *lasync__toclass(lua_State *L, lasync__runtime *rt, int idx, int cls);
+void *lasync__checkclass(lua_State *L, lasync__runtime *rt, int idx, int cls);
 
 /* ops.c (external ops, notifiers) */
 void lasync__open_ops(lua_State *L, lasync__runtime *rt);

@@ -243,6 +243,7 @@ static lasync__runtime *new_runtime(lua_State *L) {
   rt->failed_ref = new_ref_table(L, "k");
   rt->passthrough_ref = new_ref_table(L, "k");
   rt->notifiers_ref = new_ref_table(L, NULL);
+  rt->parked_ref = new_ref_table(L, NULL);
   lua_setfield(L, LUA_REGISTRYINDEX, LASYNC_RUNTIME_KEY);  /* created first, finalized last */
   lasync__open_error(L);
   lasync__open_sched(L, rt);
@@ -266,9 +267,9 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lasync__open_ops(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
-  luaL_getmetatable(L, LASYNC_TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);
   lua_setfield(L, -2, "task_mt");
-  luaL_getmetatable(L, LASYNC_FUTURE_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_FUTURE]);
   lua_setfield(L, -2, "future_mt");
   lua_pushliteral(L, LASYNC_VERSION);
   lua_setfield(L, -2, "version");

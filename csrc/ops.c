@@ -40,7 +40,7 @@ LASYNC_API lasync_op *lasync_op_new(lua_State *L) {
   op = (lasync_op *)lua_newuserdatauv(L, sizeof *op, 0);
   memset(op, 0, sizeof *op);
   op->rt = rt;
-  luaL_setmetatable(L, LASYNC_OP_MT);
+  lasync__setclass(L, rt, LASYNC_CLS_OP);
   return op;
 }
 
@@ -167,7 +167,7 @@ LASYNC_API lasync_notifier *lasync_notifier_new(lua_State *L) {
   memset(n, 0, sizeof *n);
   n->ref = LUA_NOREF;
   n->closed = 1;  /* until the handle exists */
-  luaL_setmetatable(L, LASYNC_NOTIFIER_MT);
+  lasync__setclass(L, rt, LASYNC_CLS_NOTIFIER);
   h = malloc(sizeof *h);
   if (h == NULL) luaL_error(L, "not enough memory");
   if (uv_async_init(rt->loop, h, on_async) != 0) {
@@ -200,8 +200,7 @@ LASYNC_API void lasync_notifier_unref(lasync_notifier *n) {
 /* {====== Lua API ======} */
 
 static lasync_notifier *checknotifier(lua_State *L) {
-  lasync_notifier *n = (lasync_notifier *)luaL_checkudata(L, 1, LASYNC_NOTIFIER_MT);
-  return n;
+  return (lasync_notifier *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_NOTIFIER);
 }
 
 /* core.notifier(fn) -> notifier with :notify() and :close() */
@@ -250,7 +249,8 @@ void lasync__open_ops(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg op_meta[] = {{"__gc", op__gc}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"notifier", core_notifier}, {NULL, NULL}};
   lua_pushlightuserdata(L, rt);
-  lasync__newclass(L, LASYNC_NOTIFIER_MT, notifier_methods, notifier_meta);
-  lasync__newclass(L, LASYNC_OP_MT, NULL, op_meta);
+  lasync__newclass(L, rt, LASYNC_CLS_NOTIFIER, LASYNC_NOTIFIER_MT, notifier_methods,
+                   notifier_meta);
+  lasync__newclass(L, rt, LASYNC_CLS_OP, LASYNC_OP_MT, NULL, op_meta);
   luaL_setfuncs(L, funcs, 1);
 }

@@ -16,6 +16,7 @@ static char done_tag;          /* the trampoline finished a body */
 
 #define POOL_MAX 1024
 #define POLL_INTERVAL 0.001    /* seconds between I/O polls while tasks stay ready */
+#define POLL_CHECK_EVERY 8     /* passes between two looks at the clock for that */
 
 /* {====== ready queue and wake-ups ======} */
 
@@ -384,11 +385,13 @@ int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block) {
 /* Runs the scheduler until `until` finished (or, with until == NULL, until no task is live).
 ** Returns 0, or 1 on a deadlock: no task is ready and nothing can wake one. */
 int lasync__run_until(lua_State *L, lasync__runtime *rt, lasync__task *until) {
+  unsigned passes = 0;
   for (;;) {
     if (rt->ready_head) lasync__run_ready(L, rt);
     if (until ? until->fut.state != LASYNC_PENDING : rt->ntasks == 0) return 0;
-    if (rt->ready_head) {
-      if (lasync__now() - rt->last_poll >= POLL_INTERVAL) lasync__poll_loop(L, rt, 0);
+    if (rt->ready_head) {  /* busy: still poll I/O and timers about every POLL_INTERVAL */
+      if (++passes % POLL_CHECK_EVERY == 0 && lasync__now() - rt->last_poll >= POLL_INTERVAL)
+        lasync__poll_loop(L, rt, 0);
     } else if (lasync__poll_loop(L, rt, 1)) {
       return 1;
     }

@@ -83,7 +83,7 @@ void lasync__push_cancelled(lua_State *L, lasync__runtime *rt, lasync__task *t,
 /* {====== Lua API ======} */
 
 static lasync__scope *checkscope(lua_State *L, int idx) {
-  return (lasync__scope *)luaL_checkudata(L, idx, LASYNC_SCOPE_MT);
+  return (lasync__scope *)lasync__checkclass(L, lasync__rt(L), idx, LASYNC_CLS_SCOPE);
 }
 
 /* core.scope([deadline [, shield [, duration]]]) -> scope, entered in the running task */
@@ -114,7 +114,7 @@ static int core_scope(lua_State *L) {
   s->cancelled = s->expired = 0;
   s->shield = (unsigned char)shield;
   s->ref = LUA_NOREF;
-  luaL_setmetatable(L, LASYNC_SCOPE_MT);
+  lasync__setclass(L, rt, LASYNC_CLS_SCOPE);
   lua_pushvalue(L, -1);
   s->ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* anchored while entered */
   t->scopes[t->nscopes++] = s;
@@ -193,6 +193,6 @@ void lasync__open_scope(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg meta[] = {{"__close", scope_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"scope", core_scope}, {NULL, NULL}};
   lua_pushlightuserdata(L, rt);
-  lasync__newclass(L, LASYNC_SCOPE_MT, methods, meta);
+  lasync__newclass(L, rt, LASYNC_CLS_SCOPE, LASYNC_SCOPE_MT, methods, meta);
   luaL_setfuncs(L, funcs, 1);
 }

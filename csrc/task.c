@@ -43,24 +43,17 @@ static void fire_listeners(lasync__runtime *rt, lasync__fut *f) {
 
 /* {====== helpers ======} */
 
-/* The type of the userdata at idx: its metatable's address, or NULL. */
-static const void *mt_of(lua_State *L, int idx) {
+lasync__fut *lasync__tofut(lua_State *L, lasync__runtime *rt, int idx) {
   const void *mt;
-  if (!lua_getmetatable(L, idx)) return NULL;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
   mt = lua_topointer(L, -1);
   lua_pop(L, 1);
-  return mt;
-}
-
-lasync__fut *lasync__tofut(lua_State *L, lasync__runtime *rt, int idx) {
-  const void *mt = lua_type(L, idx) == LUA_TUSERDATA ? mt_of(L, idx) : NULL;
-  if (mt == NULL) return NULL;
-  return mt == rt->task_mt || mt == rt->future_mt ? (lasync__fut *)lua_touserdata(L, idx) : NULL;
+  if (mt != rt->mt[LASYNC_CLS_TASK] && mt != rt->mt[LASYNC_CLS_FUTURE]) return NULL;
+  return (lasync__fut *)lua_touserdata(L, idx);
 }
 
 lasync__task *lasync__totask(lua_State *L, lasync__runtime *rt, int idx) {
-  if (lua_type(L, idx) != LUA_TUSERDATA || mt_of(L, idx) != rt->task_mt) return NULL;
-  return (lasync__task *)lua_touserdata(L, idx);
+  return (lasync__task *)lasync__toclass(L, rt, idx, LASYNC_CLS_TASK);
 }
 
 lasync__fut *lasync__checkfut(lua_State *L, lasync__runtime *rt, int idx) {
@@ -232,6 +225,12 @@ void lasync__task_done(lua_State *L, lasync__runtime *rt, lasync__task *t) {
   lua_pushnil(L);
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
+  if (t->served) {  /* killed at shutdown after unpark gave it a value: drop that value */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->parked_ref);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, t->slot);
+    lua_pop(L, 1);
+  }
   rt->free_slots[rt->nfree++] = t->slot;  /* capacity reserved at spawn */
   t->slot = 0;
   rt->ntasks--;
@@ -286,8 +285,7 @@ lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int le
   t->nargs = (unsigned char)nargs;
   t->site_line = -1;
   t->slot = slot;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->task_mt_ref);
-  lua_setmetatable(L, -2);
+  lasync__setclass(L, rt, LASYNC_CLS_TASK);
   if (level > 0 && lua_getstack(L, level, &ar) && lua_getinfo(L, "fl", &ar)) {
     t->site_line = ar.currentline;
     lua_setiuservalue(L, -2, LASYNC_UV_SITE);
@@ -470,7 +468,7 @@ static int task_describe(lua_State *L) {
 static int task_info(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   lasync__task *t = checktask(L, 1);
-  static const char *const ops[] = {NULL, "yield", "sleep", "await", "wait", "io"};
+  static const char *const ops[] = {NULL, "yield", "sleep", "await", "wait", "io", "wait"};
   const char *state;
   if (t->fut.state != LASYNC_PENDING)
     state = t->fut.state == LASYNC_OK ? "done" : t->fut.state == LASYNC_ERROR ? "failed"
@@ -533,6 +531,118 @@ static int core_current_task(lua_State *L) {
   return 1;
 }
 
+/* core.current_id() -> the running task's number (unique in this runtime), or nil: a cheap
+** identity for lock ownership */
+static int core_current_id(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  if (rt->current == NULL)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, (lua_Integer)rt->current->id);
+  return 1;
+}
+
+/* {====== parking: the waiting primitive of lasync.sync ======} */
+
+/* Pushes the value core.unpark gave the task (and forgets it). */
+static void push_parked_value(lua_State *L, lasync__runtime *rt, lasync__task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->parked_ref);
+  lua_rawgeti(L, -1, t->slot);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, t->slot);
+  lua_remove(L, -2);
+}
+
+static int park_k(lua_State *L, int status, lua_KContext ctx) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = rt->current;
+  int served = t->served;
+  lasync__scope *origin;
+  (void)status; (void)ctx;
+  t->served = 0;
+  origin = (t->cancel_requested || t->nscopes) ? lasync__cancel_origin(t, lasync__now()) : NULL;
+  if (origin == NULL) {  /* woken by core.unpark */
+    lua_pushboolean(L, 1);
+    push_parked_value(L, rt, t);
+    return 2;
+  }
+  lua_pushboolean(L, 0);
+  lasync__push_cancelled(L, rt, t, origin);
+  lua_pushboolean(L, served);
+  if (served) push_parked_value(L, rt, t); else lua_pushnil(L);
+  return 4;
+}
+
+/* core.park(token) -> true, value | false, err, served, value
+** Suspends the running task until core.unpark(task, token, value). Never raises a cancellation:
+** it returns it, with served = true when unpark had already given the task a value (which the
+** caller must then pass on). */
+static int core_park(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lua_Integer token = luaL_checkinteger(L, 1);
+  lasync__task *t = lasync__check_suspend(L, rt, "wait");
+  lua_settop(L, 0);
+  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL)
+    return park_k(L, LUA_OK, 0);
+  t->w.token = token;
+  t->served = 0;
+  return lasync__suspend(L, rt, t, LASYNC_OP_PARK, 0, park_k);
+}
+
+/* core.park_in(q [, what]) -> like core.park, after appending the running task and a fresh
+** token (> 0) to the waiter list q ({first =, last =, task, token, ...}). `what` names the
+** caller in the error raised outside a task. */
+static int core_park_in(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = lasync__check_suspend(L, rt, luaL_optstring(L, 2, "wait"));
+  lua_Integer last, token = ++rt->park_tokens;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "last");
+  last = lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  lasync__push_task(L, rt, t);
+  lua_rawseti(L, 1, last + 1);
+  lua_pushinteger(L, token);
+  lua_rawseti(L, 1, last + 2);
+  lua_pushinteger(L, last + 2);
+  lua_setfield(L, 1, "last");
+  lua_settop(L, 0);
+  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL)
+    return park_k(L, LUA_OK, 0);
+  t->w.token = token;
+  t->served = 0;
+  return lasync__suspend(L, rt, t, LASYNC_OP_PARK, 0, park_k);
+}
+
+/* core.unpark(task, token, value) -> true if the task was parked with that token (it now has
+** the value and is ready), false if it no longer waits there. */
+static int core_unpark(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = checktask(L, 1);
+  lua_Integer token = luaL_checkinteger(L, 2);
+  if (t->op_kind != LASYNC_OP_PARK || t->w.token != token) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_settop(L, 3);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->parked_ref);
+  lua_insert(L, 3);
+  lua_rawseti(L, 3, t->slot);
+  t->served = 1;
+  lasync__wake(rt, t);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* core.is_parked(task, token) -> whether the task still waits in core.park(token) */
+static int core_is_parked(lua_State *L) {
+  lasync__task *t = checktask(L, 1);
+  lua_Integer token = luaL_checkinteger(L, 2);
+  lua_pushboolean(L, t->op_kind == LASYNC_OP_PARK && t->w.token == token);
+  return 1;
+}
+
 static int core_tasks(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   int i, n = 0;
@@ -551,7 +661,7 @@ static int core_tasks(lua_State *L) {
 /* {====== Lua API: futures ======} */
 
 static lasync__fut *check_pending_future(lua_State *L, const char *what) {
-  lasync__fut *f = (lasync__fut *)luaL_checkudata(L, 1, LASYNC_FUTURE_MT);
+  lasync__fut *f = (lasync__fut *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FUTURE);
   if (f->state != LASYNC_PENDING) {
     lasync__push_error(L, "invalid", "%s: the future is already done", what);
     lua_error(L);
@@ -578,7 +688,7 @@ static int future_set_error(lua_State *L) {
 }
 
 static int future_cancel(lua_State *L) {
-  lasync__fut *f = (lasync__fut *)luaL_checkudata(L, 1, LASYNC_FUTURE_MT);
+  lasync__fut *f = (lasync__fut *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FUTURE);
   const char *msg = luaL_optstring(L, 2, NULL);
   if (f->state != LASYNC_PENDING) {
     lua_pushboolean(L, 0);
@@ -596,7 +706,7 @@ static int future_cancel(lua_State *L) {
 }
 
 static int future__tostring(lua_State *L) {
-  lasync__fut *f = (lasync__fut *)luaL_checkudata(L, 1, LASYNC_FUTURE_MT);
+  lasync__fut *f = (lasync__fut *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FUTURE);
   static const char *const states[] = {"pending", "done", "failed", "cancelled"};
   lua_pushfstring(L, "lasync.future: %p (%s)", (void *)f, states[f->state]);
   return 1;
@@ -610,7 +720,7 @@ static int future__gc(lua_State *L) {
 static int core_future(lua_State *L) {
   lasync__fut *f = (lasync__fut *)lua_newuserdatauv(L, sizeof *f, 2);
   lasync__fut_init(f, LASYNC_KIND_FUTURE);
-  luaL_setmetatable(L, LASYNC_FUTURE_MT);
+  lasync__setclass(L, lasync__rt(L), LASYNC_CLS_FUTURE);
   return 1;
 }
 
@@ -636,20 +746,15 @@ void lasync__open_task(lua_State *L, lasync__runtime *rt) {
   };
   static const luaL_Reg funcs[] = {
     {"spawn", core_spawn}, {"spawn_from", core_spawn_from}, {"await", fut_await},
-    {"current_task", core_current_task}, {"tasks", core_tasks}, {"Future", core_future},
+    {"current_task", core_current_task}, {"current_id", core_current_id}, {"tasks", core_tasks},
+    {"park", core_park}, {"park_in", core_park_in}, {"unpark", core_unpark},
+    {"is_parked", core_is_parked},
+    {"Future", core_future},
     {NULL, NULL}
   };
   /* stack: module table */
   lua_pushlightuserdata(L, rt);
-  lasync__newclass(L, LASYNC_TASK_MT, task_methods, task_meta);
-  lasync__newclass(L, LASYNC_FUTURE_MT, future_methods, future_meta);
+  lasync__newclass(L, rt, LASYNC_CLS_TASK, LASYNC_TASK_MT, task_methods, task_meta);
+  lasync__newclass(L, rt, LASYNC_CLS_FUTURE, LASYNC_FUTURE_MT, future_methods, future_meta);
   luaL_setfuncs(L, funcs, 1);
-  if (rt->task_mt == NULL) {
-    luaL_getmetatable(L, LASYNC_TASK_MT);
-    rt->task_mt = lua_topointer(L, -1);
-    rt->task_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    luaL_getmetatable(L, LASYNC_FUTURE_MT);
-    rt->future_mt = lua_topointer(L, -1);
-    rt->future_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
 }

@@ -80,7 +80,7 @@ static int core_waitset(lua_State *L) {
   memset(ws, 0, size);
   ws->n = ws->remaining = (int)n;
   ws->queue = (int *)(void *)&ws->nodes[n > 0 ? n : 1];
-  luaL_setmetatable(L, LASYNC_WAITSET_MT);
+  lasync__setclass(L, lasync__rt(L), LASYNC_CLS_WAITSET);
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, -2, 1);  /* anchors the children */
   for (i = 1; i <= n; i++) {
@@ -99,7 +99,7 @@ static int core_waitset(lua_State *L) {
 }
 
 static waitset *checkws(lua_State *L) {
-  return (waitset *)luaL_checkudata(L, 1, LASYNC_WAITSET_MT);
+  return (waitset *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_WAITSET);
 }
 
 static int push_answer(lua_State *L, waitset *ws) {
@@ -209,6 +209,6 @@ void lasync__open_waitset(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg meta[] = {{"__gc", ws__gc}, {"__close", ws_close}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"waitset", core_waitset}, {NULL, NULL}};
   lua_pushlightuserdata(L, rt);
-  lasync__newclass(L, LASYNC_WAITSET_MT, methods, meta);
+  lasync__newclass(L, rt, LASYNC_CLS_WAITSET, LASYNC_WAITSET_MT, methods, meta);
   luaL_setfuncs(L, funcs, 1);
 }

@@ -1,24 +1,25 @@
 -- lasync.sync: Event, Lock, Semaphore, BoundedSemaphore, Condition, Queue, LifoQueue,
--- PriorityQueue and RateLimiter, on top of the core's Futures.
+-- PriorityQueue and RateLimiter, on top of the core's park/unpark.
 --
--- One waiting protocol serves them all: a task that must wait queues a Future and awaits it;
--- whoever frees a permit or brings an item hands it straight to the first waiter still waiting
--- (FIFO, no barging) by resolving its Future. If the waiter's await raises (cancellation or a
--- deadline) before it was served, its Future is cancelled so that it is skipped; if it raises
--- after it was served but before it resumed, the waiter passes what it was given on.
+-- One waiting protocol serves them all: a task that must wait queues itself with a fresh token
+-- and parks (core.park); whoever frees a permit or brings an item hands it straight to the first
+-- waiter still parked (core.unpark; FIFO, no barging). A waiter cancelled (or past a deadline)
+-- before it was served is skipped: unpark refuses a task no longer parked with that token. One
+-- cancelled after it was served but before it resumed passes what it was given on.
 local core = require("lasync.core")
 
 local M = {}
 
-local Future, current_task, scope, now, sleep = core.Future, core.current_task, core.scope,
-  core.now, core.sleep
+local current_id, current_task, scope, now, sleep = core.current_id, core.current_task,
+  core.scope, core.now, core.sleep
+local park, park_in, unpark, is_parked = core.park, core.park_in, core.unpark, core.is_parked
 local setmetatable, error, pcall, type = setmetatable, error, pcall, type
 local math_type, huge = math.type, math.huge
 
 -- {====== helpers ======}
 
 local function need_task(what)
-  local t = current_task()
+  local t = current_id()
   if t == nil then
     error(what .. " must be called from a task (inside async.run, or in a script run by the "
           .. "lasync interpreter)", 3)
@@ -36,39 +37,65 @@ local function check_count(what, n, default)
   return math.tointeger(n) or n
 end
 
--- A FIFO of Futures: { first = 1, last = 0, [i] = future }.
-local function new_fifo() return { first = 1, last = 0 } end
+-- A FIFO of waiters: { first = 1, last = 0, stale = 0, task, token, task, token, ... }.
+local function new_fifo() return { first = 1, last = 0, stale = 0 } end
 
-local function push(q, f)
-  local last = q.last + 1
-  q.last = last
-  q[last] = f
+-- Tokens made here count down from -1; core.park_in's count up from 1: they never collide.
+local token = 0
+
+-- Queues the running task in q; returns the token to park with (core.park_in does both in C).
+local function enqueue(q, what)
+  local t = current_task()
+  if t == nil then need_task(what) end
+  token = token - 1
+  local last = q.last
+  q[last + 1], q[last + 2] = t, token
+  q.last = last + 2
+  return token
 end
 
--- Removes and returns the first Future still waiting (skipping abandoned ones), or nil.
-local function pop_pending(q)
+-- Hands v to the first waiter in q still parked; false if there is none.
+local function serve(q, v)
   local first, last = q.first, q.last
-  while first <= last do
-    local f = q[first]
-    q[first] = nil
-    first = first + 1
-    if not f:done() then
+  while first < last do
+    local t, tok = q[first], q[first + 1]
+    q[first], q[first + 1] = nil, nil
+    first = first + 2
+    if unpark(t, tok, v) then
       q.first = first
-      return f
+      return true
     end
   end
-  q.first, q.last = 1, 0
-  return nil
+  q.first, q.last, q.stale = 1, 0, 0
+  return false
 end
 
--- Awaits f, just queued. Returns true, value once served; or false, err, served when the
--- await raised (served: f had been resolved already, so the caller must pass it on).
-local function wait_on(f)
-  local ok, v = pcall(f.await, f)
+-- A waiter gave up (cancelled or past a deadline) without being served: its entry stays in q
+-- until serve reaches it, but once half of q is such entries, they are dropped.
+local function abandoned(q)
+  local stale = q.stale + 1
+  q.stale = stale
+  local n = (q.last - q.first + 1) // 2
+  if stale < 16 or stale * 2 < n then return end
+  local out, j = new_fifo(), 0
+  for i = q.first, q.last, 2 do
+    if is_parked(q[i], q[i + 1]) then
+      out[j + 1], out[j + 2] = q[i], q[i + 1]
+      j = j + 2
+    end
+    q[i], q[i + 1] = nil, nil
+  end
+  for i = 1, j do q[i] = out[i] end
+  q.first, q.last, q.stale = 1, j, 0
+end
+
+-- Parks the running task in q. Returns true, value once served; or false, err, served, value
+-- when cancelled (served: a value was given first, which the caller must pass on).
+local function wait_in(q, what)
+  local ok, v, served, given = park_in(q, what)
   if ok then return true, v end
-  if f:done() and not f:cancelled() then return false, v, true end
-  f:cancel()
-  return false, v, false
+  if not served then abandoned(q) end
+  return false, v, served, given
 end
 
 -- `local _ <close> = x:guard()`: one closer per object, made on first use.
@@ -94,18 +121,15 @@ end
 local Event = class("lasync.Event")
 
 function M.Event()
-  return setmetatable({ flag = false, waiters = {}, abandoned = 0 }, Event)
+  return setmetatable({ flag = false, q = new_fifo() }, Event)
 end
 
 function Event:set()
   if self.flag then return end
   self.flag = true
-  local waiters = self.waiters
-  self.waiters, self.abandoned = {}, 0
-  for i = 1, #waiters do
-    local f = waiters[i]
-    if not f:done() then f:set_result(true) end
-  end
+  local q = self.q
+  self.q = new_fifo()
+  for i = q.first, q.last, 2 do unpark(q[i], q[i + 1], true) end
 end
 
 function Event:clear() self.flag = false end
@@ -113,22 +137,9 @@ function Event:is_set() return self.flag end
 
 function Event:wait()
   if self.flag then return true end
-  need_task("Event:wait")
-  local f = Future()
-  local waiters = self.waiters
-  waiters[#waiters + 1] = f
-  local ok, err = wait_on(f)
+  local ok, err = wait_in(self.q, "Event:wait")
   if ok then return true end
-  -- abandoned: compact the list once half of it is abandoned waits
-  self.abandoned = self.abandoned + 1
-  if self.abandoned * 2 > #waiters then
-    local keep = {}
-    for i = 1, #waiters do
-      if not waiters[i]:done() then keep[#keep + 1] = waiters[i] end
-    end
-    if self.waiters == waiters then self.waiters, self.abandoned = keep, 0 end
-  end
-  error(err, 0)
+  error(err, 0)  -- every waiter at the time of set was woken: nothing to pass on
 end
 
 -- {====== Lock ======}
@@ -136,23 +147,20 @@ end
 local Lock = class("lasync.Lock")
 
 function M.Lock()
-  -- owner: false when free, the holding task, or the Future of the waiter it was handed to
+  -- owner: false when free, the holding task's id, or HANDED
   return setmetatable({ owner = false, q = new_fifo() }, Lock)
 end
 
+local HANDED = {}  -- owner while the lock goes to a waiter that has not resumed yet
+
 -- The lock is free: hand it to the first waiter still waiting, or leave it free.
 local function lock_handoff(self)
-  local f = pop_pending(self.q)
-  if f then
-    self.owner = f
-    f:set_result(true)
-  else
-    self.owner = false
-  end
+  self.owner = HANDED
+  if not serve(self.q, true) then self.owner = false end
 end
 
 function Lock:acquire()
-  local me = current_task()
+  local me = current_id()
   local owner = self.owner
   if not owner and me then
     self.owner = me
@@ -162,9 +170,7 @@ function Lock:acquire()
   if owner == me then
     error("Lock:acquire: this task already holds the lock (a Lock is not reentrant)", 2)
   end
-  local f = Future()
-  push(self.q, f)
-  local ok, err, served = wait_on(f)
+  local ok, err, served = wait_in(self.q, "Lock:acquire")
   if ok then
     self.owner = me
     return true
@@ -175,10 +181,15 @@ end
 
 function Lock:release()
   local owner = self.owner
-  if not owner or owner ~= current_task() then
+  if not owner or owner ~= current_id() then
     error("Lock:release: the lock is not held by this task", 2)
   end
-  lock_handoff(self)
+  local q = self.q
+  if q.first > q.last then  -- nobody waits
+    self.owner = false
+  else
+    lock_handoff(self)
+  end
 end
 
 function Lock:locked() return self.owner ~= false end
@@ -207,12 +218,8 @@ function M.BoundedSemaphore(n) return new_semaphore("BoundedSemaphore", n, true)
 
 -- A permit is free: hand it to the first waiter still waiting, or keep it.
 local function give(self)
-  local f = pop_pending(self.q)
-  if f then
-    f:set_result(true)
-  else
-    self.v = self.v + 1
-  end
+  local q = self.q
+  if q.first > q.last or not serve(q, true) then self.v = self.v + 1 end
 end
 
 function Semaphore:acquire()
@@ -221,10 +228,7 @@ function Semaphore:acquire()
     self.v = v - 1
     return true
   end
-  need_task("Semaphore:acquire")
-  local f = Future()
-  push(self.q, f)
-  local ok, err, served = wait_on(f)
+  local ok, err, served = wait_in(self.q, "Semaphore:acquire")
   if ok then return true end
   if served then give(self) end
   error(err, 0)
@@ -270,21 +274,16 @@ function Condition:guard() return self.lock:guard() end
 function Condition:with(fn, ...) return self.lock:with(fn, ...) end
 
 local function wake(self, n)
-  while n > 0 do
-    local f = pop_pending(self.q)
-    if f == nil then return end
-    f:set_result(true)
-    n = n - 1
-  end
+  while n > 0 and serve(self.q, true) do n = n - 1 end
 end
 
 function Condition:wait()
   local me = need_task("Condition:wait")
   if self.lock.owner ~= me then error("Condition:wait: the lock is not held by this task", 2) end
-  local f = Future()
-  push(self.q, f)
+  local tok = enqueue(self.q, "Condition:wait")
   self.lock:release()
-  local ok, err, served = wait_on(f)
+  local ok, err, served = park(tok)
+  if not ok and not served then abandoned(self.q) end
   -- hold the lock again before returning or raising, whatever happens meanwhile
   local s = scope(nil, true)
   local aok, aerr = pcall(self.lock.acquire, self.lock)
@@ -305,7 +304,7 @@ function Condition:wait_for(predicate)
 end
 
 local function check_holder(self, what)
-  if self.lock.owner ~= current_task() or not self.lock.owner then
+  if self.lock.owner ~= current_id() or not self.lock.owner then
     error("Condition:" .. what .. ": the lock is not held by this task", 3)
   end
 end
@@ -328,8 +327,8 @@ local function queue_error(kind, message)
   return core.new_error(kind, message)
 end
 
--- Storage: FIFO by default; LifoQueue and PriorityQueue override these four.
-local function fifo_len(self) return self.tail - self.head + 1 end
+-- Storage in buf[head..tail]: FIFO by default; LifoQueue and PriorityQueue override these
+-- three (and keep head at 1).
 local function fifo_push(self, v)
   local tail = self.tail + 1
   self.tail = tail
@@ -350,7 +349,7 @@ local function fifo_unget(self, v)  -- back in front: the next get returns it
 end
 
 local Queue = class("lasync.Queue")
-Queue._len, Queue._push, Queue._pop, Queue._unget = fifo_len, fifo_push, fifo_pop, fifo_unget
+Queue._push, Queue._pop, Queue._unget = fifo_push, fifo_pop, fifo_unget
 
 local function new_queue(mt, what, maxsize)
   maxsize = check_count(what, maxsize, 0)
@@ -365,41 +364,30 @@ function M.Queue(maxsize) return new_queue(Queue, "Queue", maxsize) end
 
 -- A slot became free: grant it to the first putter still waiting.
 local function grant_putter(self)
-  local p = pop_pending(self.putters)
-  if p then
-    self.reserved = self.reserved + 1
-    p:set_result(true)
-  end
+  local p = self.putters
+  if p.first <= p.last and serve(p, true) then self.reserved = self.reserved + 1 end
 end
 
--- An item to deliver now: to the first getter still waiting, else into the storage.
+-- An item to deliver now: to the first getter still waiting (then returns true), else into the
+-- storage (at the front if unget).
 local function deliver(self, v, unget)
-  local g = pop_pending(self.getters)
-  if g then
-    g:set_result(v)
-  elseif unget then
-    self:_unget(v)
-  else
-    self:_push(v)
-  end
+  local g = self.getters
+  if g.first <= g.last and serve(g, v) then return true end
+  if unget then self:_unget(v) else self:_push(v) end
+  return false
 end
 
-local function has_room(self)
-  local max = self.max
-  return max == 0 or self:_len() + self.reserved < max
-end
-
--- Takes v now if it can (room in the storage, or a getter waiting): returns true.
+-- Takes v now if it can (a getter waiting, or room in the storage): returns true.
 local function put_now(self, v)
-  if has_room(self) then
+  local g = self.getters
+  if g.first <= g.last and serve(g, v) then  -- getters only wait on an empty queue
     self.unfinished = self.unfinished + 1
-    deliver(self, v)
     return true
   end
-  local g = pop_pending(self.getters)  -- full only counting slots granted to putters
-  if g then
+  local max = self.max
+  if max == 0 or self.tail - self.head + 1 + self.reserved < max then
     self.unfinished = self.unfinished + 1
-    g:set_result(v)
+    self:_push(v)
     return true
   end
   return false
@@ -414,19 +402,29 @@ end
 function Queue:put(v)
   if v == nil then error("Queue:put: cannot put nil", 2) end
   if self.closed then error(queue_error("closed", "put: the queue is closed"), 2) end
-  if put_now(self, v) then return end
-  need_task("Queue:put")
-  local f = Future()
-  push(self.putters, f)
-  local ok, r, served = wait_on(f)
+  local g = self.getters
+  if g.first <= g.last and serve(g, v) then  -- put_now, inlined: the hot path
+    self.unfinished = self.unfinished + 1
+    return
+  end
+  local max = self.max
+  if max == 0 or self.tail - self.head + 1 + self.reserved < max then
+    self.unfinished = self.unfinished + 1
+    self:_push(v)
+    return
+  end
+  local ok, r, served, given = park_in(self.putters, "Queue:put")
   if ok then
     if r == CLOSED then error(queue_error("closed", "put: the queue was closed"), 2) end
     self.reserved = self.reserved - 1
     self.unfinished = self.unfinished + 1
-    deliver(self, v)
+    -- straight to a getter: the slot we were granted is still free, for the next putter
+    if deliver(self, v) then grant_putter(self) end
     return
   end
-  if served and f:result() ~= CLOSED then  -- a slot was ours: pass it on
+  if not served then
+    abandoned(self.putters)
+  elseif given ~= CLOSED then  -- a slot was ours: pass it on
     self.reserved = self.reserved - 1
     grant_putter(self)
   end
@@ -434,27 +432,26 @@ function Queue:put(v)
 end
 
 function Queue:get_nowait()
-  if self:_len() == 0 then error(queue_error("empty", "get_nowait: the queue is empty"), 2) end
+  if self.tail < self.head then error(queue_error("empty", "get_nowait: the queue is empty"), 2) end
   local v = self:_pop()
   grant_putter(self)
   return v
 end
 
 function Queue:get()
-  if self:_len() > 0 then
+  if self.tail >= self.head then
     local v = self:_pop()
-    grant_putter(self)
+    local p = self.putters
+    if p.first <= p.last and serve(p, true) then self.reserved = self.reserved + 1 end
     return v
   end
   if self.closed then return nil end
-  need_task("Queue:get")
-  local f = Future()
-  push(self.getters, f)
-  local ok, v, served = wait_on(f)
+  local ok, v, served, item = park_in(self.getters, "Queue:get")
   if ok then return v end
-  if served then  -- an item was handed to us: it goes to the next getter, or back in front
-    local item = f:result()
-    if item ~= nil then deliver(self, item, true) end
+  if not served then
+    abandoned(self.getters)
+  elseif item ~= nil then  -- an item was ours: to the next getter, or back in front
+    deliver(self, item, true)
   end
   error(v, 0)
 end
@@ -466,22 +463,14 @@ end
 function Queue:close()
   if self.closed then return end
   self.closed = true
-  while true do  -- getters only wait on an empty queue: they get nil
-    local g = pop_pending(self.getters)
-    if g == nil then break end
-    g:set_result(nil)
-  end
-  while true do
-    local p = pop_pending(self.putters)
-    if p == nil then break end
-    p:set_result(CLOSED)
-  end
+  while serve(self.getters, nil) do end  -- getters only wait on an empty queue: they get nil
+  while serve(self.putters, CLOSED) do end
 end
 
 function Queue:is_closed() return self.closed end
-function Queue:size() return self:_len() end
-function Queue:empty() return self:_len() == 0 end
-function Queue:full() return self.max > 0 and self:_len() + self.reserved >= self.max end
+function Queue:size() return self.tail - self.head + 1 end
+function Queue:empty() return self.tail < self.head end
+function Queue:full() return self.max > 0 and self.tail - self.head + 1 + self.reserved >= self.max end
 function Queue:maxsize() return self.max end
 
 function Queue:task_done()
@@ -509,7 +498,6 @@ end
 -- LifoQueue: the storage is a stack.
 local LifoQueue = setmetatable(class("lasync.LifoQueue"), { __index = Queue })
 LifoQueue.__index = LifoQueue
-function LifoQueue._len(self) return self.tail end
 function LifoQueue._push(self, v)
   local tail = self.tail + 1
   self.tail = tail
@@ -558,7 +546,6 @@ local function heap_insert(self, v, seq)
   end
 end
 
-function PriorityQueue._len(self) return self.tail end
 function PriorityQueue._push(self, v)
   self.seq = self.seq + 1
   heap_insert(self, v, self.seq)
