@@ -531,6 +531,16 @@ static int core_current_task(lua_State *L) {
   return 1;
 }
 
+/* core.cancelling() -> whether the running task is being cancelled now (its own cancellation
+** or an expired/cancelled scope around this point), i.e. whether its next await would raise */
+static int core_cancelling(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  lasync__task *t = rt->current;
+  lua_pushboolean(L, t && (t->cancel_requested || t->nscopes) &&
+                     lasync__cancel_origin(t, lasync__now()) != NULL);
+  return 1;
+}
+
 /* core.current_id() -> the running task's number (unique in this runtime), or nil: a cheap
 ** identity for lock ownership */
 static int core_current_id(lua_State *L) {
@@ -747,6 +757,7 @@ void lasync__open_task(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg funcs[] = {
     {"spawn", core_spawn}, {"spawn_from", core_spawn_from}, {"await", fut_await},
     {"current_task", core_current_task}, {"current_id", core_current_id}, {"tasks", core_tasks},
+    {"cancelling", core_cancelling},
     {"park", core_park}, {"park_in", core_park_in}, {"unpark", core_unpark},
     {"is_parked", core_is_parked},
     {"Future", core_future},

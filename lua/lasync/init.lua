@@ -399,6 +399,7 @@ function M.map(fn, list, opts)
   if opts ~= nil and type(opts) ~= "table" then error("map: options must be a table", 2) end
   local n = #list
   local concurrency = opts and opts.concurrency or n
+  concurrency = math.tointeger(concurrency) or concurrency
   if math.type(concurrency) ~= "integer" or concurrency < 1 then
     if not (n == 0 and concurrency == 0) then
       error("map: concurrency must be an integer >= 1, got " .. tostring(concurrency), 2)
@@ -415,8 +416,8 @@ function M.map(fn, list, opts)
       local ok, v = pcall(fn, list[i], i)
       if ok then
         results[i] = v
-      elseif return_errors and not is_cancelled(v) then
-        results[i] = v
+      elseif return_errors and not (is_cancelled(v) and core.cancelling()) then
+        results[i] = v  -- fn's error, also a Cancelled of its own (not the worker's)
       else
         failed = true  -- no new item starts; gather cancels the running ones
         error(v, 0)

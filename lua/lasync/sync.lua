@@ -415,8 +415,10 @@ function Queue:put(v)
   end
   local ok, r, served, given = park_in(self.putters, "Queue:put")
   if ok then
-    if r == CLOSED then error(queue_error("closed", "put: the queue was closed"), 2) end
-    self.reserved = self.reserved - 1
+    if r ~= CLOSED then self.reserved = self.reserved - 1 end
+    if self.closed then  -- closed, or closed after it granted us a slot: nothing goes in now
+      error(queue_error("closed", "put: the queue was closed"), 2)
+    end
     self.unfinished = self.unfinished + 1
     -- straight to a getter: the slot we were granted is still free, for the next putter
     if deliver(self, v) then grant_putter(self) end
