@@ -105,7 +105,7 @@ describe("async.map", function()
     assert.same({ "start 1", "end 1", "start 2", "end 2", "start 3", "end 3" }, log)
   end)
 
-  helper.it("after a failure starts nothing new, cancels and awaits running calls, raises the error", function()
+  helper.it("after a failure starts nothing new, cancels and awaits running calls, raises it", function()
     local e = { "item 2 failed" }
     local log, started = {}, {}
     local ok, err = pcall(async.map, function(item)

@@ -264,7 +264,7 @@ describe("async.Queue", function()
       assert.same({ 1, 2, 3, 4, 5, false }, got)
     end)
 
-    helper.it("a putter given a slot but not resumed at close: its item is not lost after get saw nil", function()
+    helper.it("a putter given a slot, not yet resumed at close: no item appears after get saw nil", function()
       local q = async.Queue(1)
       q:put("a")
       local p = started(function()
@@ -574,7 +574,7 @@ describe("async.Queue", function()
       assert.same(range(N), got)
     end)
 
-    helper.it("random cancellations of producers and consumers: every item put is got exactly once", function()
+    helper.it("random cancellations of producers and consumers: each item put is got exactly once", function()
       local q = async.Queue(3)
       local seed = 4242
       local function rnd(n) seed = (seed * 1103515245 + 12345) % 2147483648 return seed % n end

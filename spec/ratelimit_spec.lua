@@ -114,7 +114,8 @@ describe("async.RateLimiter", function()
     r:acquire(5)
     local order = {}
     local big = started(function() r:acquire(5) order[#order + 1] = "big" end)
-    local small = started(function() r:acquire(1) order[#order + 1] = "small" end)
+    -- after 30 ms the bucket holds ~1.5 tokens: enough for small, not for big, which is first
+    local small = started(function() async.sleep(0.03) r:acquire(1) order[#order + 1] = "small" end)
     finish(big)
     finish(small)
     assert.same({ "big", "small" }, order)
