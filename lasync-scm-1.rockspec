@@ -16,6 +16,9 @@ dependencies = {
 }
 external_dependencies = {
   LIBUV = { header = "uv.h" },
+  -- libcurl is linked from the compiler's default paths: Debian keeps its headers under the
+  -- multiarch include directory, which luarocks' header probe does not search
+
 }
 build = {
   type = "builtin",
@@ -23,14 +26,16 @@ build = {
     ["lasync.core"] = {
       sources = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
-        "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c",
+        "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
       },
       defines = { "_GNU_SOURCE" },
-      libraries = { "uv" },
+      libraries = { "uv", "curl" },
       incdirs = { "$(LIBUV_INCDIR)" },
       libdirs = { "$(LIBUV_LIBDIR)" },
     },
     ["lasync"] = "lua/lasync/init.lua",
     ["lasync.cli"] = "lua/lasync/cli.lua",
+    ["lasync.sync"] = "lua/lasync/sync.lua",
+    ["lasync.http"] = "lua/lasync/http.lua",
   },
 }

@@ -35,7 +35,8 @@ typedef struct lasync__task lasync__task;
 /* The classes of lasync.core: their metatables are kept by address for fast type checks. */
 enum {
   LASYNC_CLS_TASK, LASYNC_CLS_FUTURE, LASYNC_CLS_SCOPE, LASYNC_CLS_WAITSET,
-  LASYNC_CLS_NOTIFIER, LASYNC_CLS_OP, LASYNC_NCLASSES
+  LASYNC_CLS_NOTIFIER, LASYNC_CLS_OP, LASYNC_CLS_HTTP_MULTI, LASYNC_CLS_HTTP_REQUEST,
+  LASYNC_NCLASSES
 };
 
 /* {====== timers: one binary heap per runtime, driven by one uv_timer ======} */
@@ -146,6 +147,7 @@ struct lasync__runtime {
   uv_loop_t *loop;
   uv_loop_t own_loop;
   uv_timer_t *wake;            /* malloc'd, freed in its close callback */
+  uv_idle_t *idle;             /* active while tasks are ready: libuv must not block then */
   lua_State *L;                /* main thread: for finalizer-time work only */
   lasync__task *current;       /* the task being resumed, or NULL */
   lasync__task *ready_head, *ready_tail;
@@ -171,6 +173,8 @@ struct lasync__runtime {
   double last_poll;
   struct lasync_notifier *notify_head; /* notifiers that fired, not yet dispatched */
   unsigned char running;       /* inside async.run or lasync_step */
+  unsigned char in_uv;         /* inside uv_run, or the host's loop runs (hosted) */
+  unsigned char idle_on;
   unsigned char owns_loop;
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
 };
@@ -266,6 +270,9 @@ void lasync__open_ops(lua_State *L, lasync__runtime *rt);
 void lasync__op_abort(lasync__task *t);
 void lasync__dispatch_notifiers(lua_State *L, lasync__runtime *rt);
 void lasync__close_notifiers(lasync__runtime *rt);
+
+/* http.c */
+void lasync__open_http(lua_State *L, lasync__runtime *rt);
 
 /* timer.c */
 void lasync__open_timer(lua_State *L, lasync__runtime *rt);

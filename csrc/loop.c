@@ -20,9 +20,15 @@ static void free_handle(uv_handle_t *h) {
 }
 
 static void close_wake(lasync__runtime *rt) {
-  if (rt->wake == NULL) return;
-  uv_close((uv_handle_t *)rt->wake, free_handle);
-  rt->wake = NULL;
+  if (rt->wake) {
+    uv_close((uv_handle_t *)rt->wake, free_handle);
+    rt->wake = NULL;
+  }
+  if (rt->idle) {
+    uv_close((uv_handle_t *)rt->idle, free_handle);
+    rt->idle = NULL;
+    rt->idle_on = 0;
+  }
 }
 
 /* {====== shutdown ======} */
@@ -229,6 +235,7 @@ static lasync__runtime *new_runtime(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LASYNC_HOSTLOOP_KEY) == LUA_TLIGHTUSERDATA) {
     rt->loop = (uv_loop_t *)lua_touserdata(L, -1);
     rt->hosted = 1;
+    rt->in_uv = 1;  /* the host's uv_run may make tasks ready at any time */
   } else {
     if (uv_loop_init(&rt->own_loop) != 0) luaL_error(L, "lasync: cannot create a libuv loop");
     rt->loop = &rt->own_loop;
@@ -265,6 +272,7 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lasync__open_scope(L, rt);
   lasync__open_waitset(L, rt);
   lasync__open_ops(L, rt);
+  lasync__open_http(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);
@@ -303,10 +311,12 @@ LASYNC_API int lasync_step(lua_State *L) {
   if (rt->running || rt->current)
     luaL_error(L, "lasync_step: called from inside a task or async.run");
   rt->running = 1;
+  rt->in_uv = 0;
   lasync__timers_run(rt, lasync__now());
   lasync__dispatch_notifiers(L, rt);
   lasync__run_ready(L, rt);
   rt->running = 0;
+  rt->in_uv = rt->hosted;
   lasync__arm_wake(rt, lasync__now());
   return rt->ntasks;
 }

@@ -20,8 +20,32 @@ static char done_tag;          /* the trampoline finished a body */
 
 /* {====== ready queue and wake-ups ======} */
 
+static void on_idle(uv_idle_t *h) {
+  (void)h;  /* an active idle handle only keeps libuv from blocking in its poll */
+}
+
+/* A task became ready from inside a libuv callback: libuv ran its timers before it computes
+** how long to block, and would sleep through it. An active idle handle makes that a 0 wait. */
+static void keep_awake(lasync__runtime *rt) {
+  if (rt->idle == NULL) {
+    rt->idle = malloc(sizeof *rt->idle);
+    if (rt->idle == NULL) abort();
+    uv_idle_init(rt->loop, rt->idle);
+  }
+  uv_idle_start(rt->idle, on_idle);
+  rt->idle_on = 1;
+}
+
+static void let_sleep(lasync__runtime *rt) {
+  if (rt->idle_on) {
+    uv_idle_stop(rt->idle);
+    rt->idle_on = 0;
+  }
+}
+
 void lasync__enqueue(lasync__runtime *rt, lasync__task *t) {
   if (t->queued) return;
+  if (rt->in_uv && !rt->idle_on) keep_awake(rt);
   t->queued = 1;
   t->next = NULL;
   if (rt->ready_tail)
@@ -351,9 +375,11 @@ void lasync__arm_wake(lasync__runtime *rt, double now) {
     uv_timer_init(rt->loop, rt->wake);
   }
   if (rt->ready_head || rt->notify_head) {
-    uv_timer_start(rt->wake, on_wake, LASYNC_ZERO_TIMER_MS, 0);
+    uv_timer_stop(rt->wake);
+    keep_awake(rt);  /* the host's next poll must not block */
     return;
   }
+  let_sleep(rt);
   delay = lasync__timers_next(rt, now);
   if (delay == HUGE_VAL) {
     uv_timer_stop(rt->wake);
@@ -375,7 +401,10 @@ int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block) {
     lasync__arm_wake(rt, now);
     if (!uv_loop_alive(rt->loop) && rt->nexternal == 0) return 1;
   }
+  rt->in_uv = 1;
   uv_run(rt->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);
+  rt->in_uv = rt->hosted;
+  let_sleep(rt);
   rt->last_poll = lasync__now();
   lasync__timers_run(rt, rt->last_poll);
   lasync__dispatch_notifiers(L, rt);

@@ -39,6 +39,8 @@ M.LifoQueue = sync.LifoQueue
 M.PriorityQueue = sync.PriorityQueue
 M.RateLimiter = sync.RateLimiter
 
+M.http = require("lasync.http")
+
 -- {====== errors ======}
 
 local function new_error(kind, message, fields)

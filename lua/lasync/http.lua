@@ -1,0 +1,508 @@
+-- lasync.http: an HTTP client on libcurl's multi interface, driven by lasync's loop.
+--
+--   local http = require("lasync.http")
+--   local r = http.get("https://example.com/api", { query = { q = "lua" }, timeout = 10 })
+--   print(r.status, r:header("content-type"), #r.body)
+--
+-- Every call suspends only the calling task. Transfers run in lasync.core (csrc/http.c); this
+-- module builds requests, responses, streaming readers (chunks, lines, Server-Sent Events),
+-- clients with their own connection pools, and retries.
+local core = require("lasync.core")
+
+local M = {}
+
+local type, error, pairs, ipairs, tostring, tonumber = type, error, pairs, ipairs, tostring, tonumber
+local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
+local concat = table.concat
+local fmt, lower = string.format, string.lower
+
+local function new_error(kind, message, fields)
+  local e = core.new_error(kind, message)
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  return e
+end
+
+local cjson_ok, cjson = pcall(require, "cjson")
+
+local function json_encode(v)
+  if not cjson_ok then error("http: json= needs lua-cjson (Debian: lua-cjson)", 3) end
+  return cjson.encode(v)
+end
+
+-- {====== URLs and forms ======}
+
+local function escape(s)
+  return (tostring(s):gsub("[^%w%-%._~]", function(c) return fmt("%%%02X", c:byte()) end))
+end
+M.escape = escape
+
+-- Encodes a table as application/x-www-form-urlencoded: keys sorted (stable URLs), list
+-- values repeated (a=1&a=2).
+local function urlencode(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  local out = {}
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    if v == nil then v = t[tonumber(k)] end
+    if type(v) == "table" then
+      for _, item in ipairs(v) do out[#out + 1] = escape(k) .. "=" .. escape(item) end
+    elseif v ~= false then
+      out[#out + 1] = escape(k) .. "=" .. escape(v == true and "true" or v)
+    end
+  end
+  return concat(out, "&")
+end
+M.urlencode = urlencode
+
+local function with_query(url, query)
+  if query == nil then return url end
+  local q = type(query) == "table" and urlencode(query) or tostring(query)
+  if q == "" then return url end
+  local hash = url:find("#", 1, true)
+  local frag = hash and url:sub(hash) or ""
+  if hash then url = url:sub(1, hash - 1) end
+  return url .. (url:find("?", 1, true) and "&" or "?") .. q .. frag
+end
+
+local function join_url(base, url)
+  if base == nil or url:find("^%a[%w+.-]*://") then return url end
+  if url:sub(1, 1) == "/" then
+    local origin = base:match("^(%a[%w+.-]*://[^/]+)")
+    return (origin or base) .. url
+  end
+  return base:gsub("/*$", "") .. "/" .. url
+end
+
+-- {====== responses ======}
+
+local Response = {}
+Response.__index = Response
+Response.__name = "lasync.http.Response"
+
+-- Parses a raw header block: the status line, then "Name: value" lines.
+local function parse_headers(raw)
+  local headers, values = {}, {}
+  for line in raw:gmatch("[^\r\n]+") do
+    local name, value = line:match("^([^:%s][^:]*):%s*(.-)%s*$")
+    if name then
+      name = lower(name)
+      local list = values[name]
+      if list == nil then
+        list = {}
+        values[name] = list
+      end
+      list[#list + 1] = value
+      headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
+    end
+  end
+  return headers, values
+end
+
+local function new_response(fields)
+  fields.ok = fields.status >= 200 and fields.status < 300
+  return setmetatable(fields, Response)
+end
+
+function Response:header(name)
+  return self.headers[lower(name)]
+end
+
+function Response:header_values(name)
+  local list = self._values and self._values[lower(name)]
+  if list == nil then return {} end
+  return { table.unpack(list) }
+end
+
+function Response:text()
+  if self.body == nil then self.body = self:read_all() end
+  return self.body
+end
+
+function Response:json()
+  if not cjson_ok then error("Response:json: needs lua-cjson (Debian: lua-cjson)", 2) end
+  local ok, v = pcall(cjson.decode, self:text())
+  if not ok then
+    error(new_error("protocol", "Response:json: the body is not JSON: " .. tostring(v),
+                    { url = self.url }), 2)
+  end
+  return v
+end
+
+function Response:raise_for_status()
+  if self.status < 400 then return self end
+  local body = self.body
+  if body == nil and self._req == nil and self._chunks == nil then body = "" end
+  local excerpt = body and body:sub(1, 1024) or ""
+  local e = new_error("http", fmt("HTTP %d from %s%s", self.status, self.url,
+                                  excerpt ~= "" and (": " .. excerpt) or ""),
+                      { status = self.status, url = self.url, body = excerpt, response = self })
+  error(e, 2)
+end
+
+-- Streaming: the next chunk of the body, or nil at its end.
+function Response:read()
+  local req = self._req
+  if req == nil then  -- a buffered response (or a fake transport's): one chunk, then nil
+    local b = self._pending
+    self._pending = nil
+    return b
+  end
+  while true do
+    local chunk = req:take()
+    if chunk then return chunk end
+    local done = req:done()
+    if done then  -- the end, or the error (raised by wait) after all data was read
+      req:wait("data")
+      self:close()
+      return nil
+    end
+    req:wait("data")
+  end
+end
+
+function Response:read_all()
+  local parts = {}
+  if self._pending then
+    parts[1] = self._pending
+    self._pending = nil
+  end
+  for chunk in self:chunks() do parts[#parts + 1] = chunk end
+  return concat(parts)
+end
+
+function Response:chunks()
+  return function() return self:read() end
+end
+
+-- Lines of the body, without their line ends (LF or CRLF); the last line may lack one.
+function Response:lines()
+  local buf, eof = "", false
+  return function()
+    while true do
+      local nl = buf:find("\n", 1, true)
+      if nl then
+        local line = buf:sub(1, nl - 1)
+        buf = buf:sub(nl + 1)
+        if line:sub(-1) == "\r" then line = line:sub(1, -2) end
+        return line
+      end
+      if eof then
+        if buf == "" then return nil end
+        local line = buf
+        buf = ""
+        return line
+      end
+      local chunk = self:read()
+      if chunk == nil then eof = true else buf = buf .. chunk end
+    end
+  end
+end
+
+-- Server-Sent Events, parsed by the WHATWG EventSource rules: yields {event=, data=, id=,
+-- retry=} tables. CR, LF and CRLF end lines; a leading BOM is dropped; comments are skipped;
+-- data lines are joined with "\n"; id carries over to later events (the last event ID);
+-- retry is the last reconnection time seen; an event the stream ends inside is discarded.
+function Response:sse()
+  local buf, pos, eof, first = "", 1, false, true
+  local data, event, last_id, retry = nil, nil, nil, nil
+  local pending_cr = false
+  local function next_line()
+    while true do
+      local s, e = buf:find("[\r\n]", pos)
+      if s then
+        local line = buf:sub(pos, s - 1)
+        if buf:sub(s, s) == "\r" then
+          if s == #buf and not eof then  -- a CR at the end: a LF may follow in the next chunk
+            pending_cr = true
+            pos = s + 1
+            return line
+          end
+          if buf:sub(s + 1, s + 1) == "\n" then e = s + 1 end
+        end
+        pos = e + 1
+        return line
+      end
+      if eof then return nil end
+      local chunk = self:read()
+      if chunk == nil then
+        eof = true
+      else
+        if first then
+          first = false
+          if chunk:sub(1, 3) == "\239\187\191" then chunk = chunk:sub(4) end
+        end
+        if pending_cr then
+          pending_cr = false
+          if chunk:sub(1, 1) == "\n" then chunk = chunk:sub(2) end
+        end
+        buf = buf:sub(pos) .. chunk
+        pos = 1
+      end
+    end
+  end
+  return function()
+    while true do
+      local line = next_line()
+      if line == nil then return nil end  -- an unfinished event is discarded
+      if line == "" then
+        if data ~= nil then
+          local ev = { event = event or "message", data = concat(data, "\n"), id = last_id,
+                       retry = retry }
+          data, event = nil, nil
+          return ev
+        end
+        event = nil
+      elseif line:sub(1, 1) ~= ":" then
+        local field, value = line:match("^([^:]*):(.*)$")
+        if field == nil then
+          field, value = line, ""
+        elseif value:sub(1, 1) == " " then
+          value = value:sub(2)
+        end
+        if field == "data" then
+          data = data or {}
+          data[#data + 1] = value
+        elseif field == "event" then
+          event = value
+        elseif field == "id" then
+          if not value:find("\0", 1, true) then last_id = value end
+        elseif field == "retry" then
+          if value:match("^%d+$") then retry = tonumber(value) end
+        end
+      end
+    end
+  end
+end
+
+function Response:close()
+  local req = self._req
+  if req then
+    self._req = nil
+    req:close()
+  end
+end
+Response.__close = Response.close
+
+-- {====== clients ======}
+
+local Client = {}
+Client.__index = Client
+Client.__name = "lasync.http.Client"
+
+local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true,
+                     TRACE = true }
+
+local function check_number(opts, name, where)
+  local v = opts[name]
+  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
+    error(fmt("%s: %s must be a number >= 0", where, name), 3)
+  end
+  return v
+end
+
+function M.client(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("http.client: options must be a table", 2) end
+  local retry = opts.retry
+  if retry ~= nil and type(retry) ~= "table" then error("http.client: retry must be a table", 2) end
+  if opts.transport ~= nil and type(opts.transport) ~= "function" then
+    error("http.client: transport must be a function", 2)
+  end
+  check_number(opts, "timeout", "http.client")
+  local c = setmetatable({
+    base_url = opts.base_url,
+    headers = opts.headers or {},
+    timeout = opts.timeout,
+    http_version = opts.http_version,
+    transport = opts.transport,
+    retry = retry and {
+      attempts = retry.attempts or 3,
+      backoff = retry.backoff or 0.5,
+      max_backoff = retry.max_backoff or 30,
+      statuses = retry.statuses or { 429, 502, 503, 504 },
+      methods = retry.methods,
+    },
+    _opts = { max_connections = opts.max_connections, max_per_host = opts.max_per_host },
+  }, Client)
+  return c
+end
+
+local function multi_of(c)
+  local m = c._multi
+  if m == nil then
+    m = core.http_multi(c._opts)
+    c._multi = m
+  end
+  return m
+end
+
+local function build(c, opts)
+  local url = opts.url
+  if type(url) ~= "string" then error("http.request: url must be a string", 3) end
+  url = with_query(join_url(c.base_url, url), opts.query)
+  local method = opts.method and opts.method:upper() or nil
+  local headers, seen = {}, {}
+  local function add(name, value)
+    local key = lower(name)
+    if seen[key] ~= nil then headers[seen[key]] = name .. ": " .. tostring(value); return end
+    headers[#headers + 1] = name .. ": " .. tostring(value)
+    seen[key] = #headers
+  end
+  for k, v in pairs(c.headers) do add(k, v) end
+  for k, v in pairs(opts.headers or {}) do add(k, v) end
+  local body = opts.body
+  if opts.json ~= nil then
+    body = json_encode(opts.json)
+    if not seen["content-type"] then add("Content-Type", "application/json") end
+  elseif opts.form ~= nil then
+    body = urlencode(opts.form)
+    if not seen["content-type"] then add("Content-Type", "application/x-www-form-urlencoded") end
+  end
+  if body ~= nil and type(body) ~= "string" then
+    error("http.request: body must be a string (function bodies are not supported yet)", 3)
+  end
+  if method == nil then method = body and "POST" or "GET" end
+  return {
+    url = url, method = method, headers = headers, body = body,
+    timeout = opts.timeout or c.timeout, connect_timeout = opts.connect_timeout,
+    read_timeout = opts.read_timeout, follow_redirects = opts.follow_redirects,
+    max_redirects = opts.max_redirects, http_version = opts.http_version or c.http_version,
+    verify = opts.verify, ca_file = opts.ca_file, proxy = opts.proxy,
+    stream = opts.stream and true or false, accept_encoding = opts.decompress,
+  }
+end
+
+local function fake(c, req)
+  local out = c.transport(req)
+  if type(out) ~= "table" then error("http: the transport must return a table", 3) end
+  local headers = {}
+  local values = {}
+  for k, v in pairs(out.headers or {}) do
+    headers[lower(k)] = tostring(v)
+    values[lower(k)] = { tostring(v) }
+  end
+  local body = out.body or ""
+  local r = new_response({
+    status = out.status or 200, headers = headers, _values = values, url = req.url,
+    http_version = out.http_version or "1.1", elapsed = 0,
+  })
+  if req.stream then r._pending = body ~= "" and body or nil else r.body = body end
+  return r
+end
+
+local function perform(c, req)
+  if c.transport then return fake(c, req) end
+  local h = multi_of(c):request(req)
+  local ok, err = pcall(h.wait, h, req.stream and "headers" or "done")
+  if not ok then
+    h:close()
+    error(err, 0)
+  end
+  local status, raw, url, version, elapsed = h:info()
+  local headers, values = parse_headers(raw)
+  local r = new_response({
+    status = status, headers = headers, _values = values, url = url, http_version = version,
+    elapsed = elapsed,
+  })
+  if req.stream then
+    r._req = h
+  else
+    local parts = {}
+    while true do
+      local chunk = h:take()
+      if chunk == nil then break end
+      parts[#parts + 1] = chunk
+    end
+    r.body = concat(parts)
+    h:close()
+  end
+  return r
+end
+
+-- Seconds to wait before the next attempt: Retry-After (seconds or an HTTP date), else
+-- exponential backoff with full jitter.
+local function retry_delay(policy, attempt, response)
+  local after = response and response:header("retry-after")
+  if after then
+    local secs = tonumber(after)
+    if secs == nil then
+      local d, mon, y, h, mi, s = after:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
+      if d then
+        local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                         Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+        local t = os.time({ year = tonumber(y), month = months[mon] or 1, day = tonumber(d),
+                            hour = tonumber(h), min = tonumber(mi), sec = tonumber(s) })
+        local utc = os.time(os.date("!*t", t))
+        secs = t - (utc - t) - os.time()
+      end
+    end
+    if secs then return math.max(0, math.min(secs, policy.max_backoff)) end
+  end
+  local base = math.min(policy.max_backoff, policy.backoff * 2 ^ (attempt - 1))
+  return base * (0.5 + math.random() * 0.5)
+end
+
+local function retryable_status(policy, status)
+  for _, s in ipairs(policy.statuses) do
+    if s == status then return true end
+  end
+  return false
+end
+
+function Client:request(opts)
+  if getmetatable(self) ~= Client then error("Client:request: call it as client:request{...}", 2) end
+  if type(opts) ~= "table" then error("http.request: options must be a table", 2) end
+  local req = build(self, opts)
+  local policy = self.retry
+  local allowed = policy and ((policy.methods and policy.methods[req.method]) or
+                              (policy.methods == nil and IDEMPOTENT[req.method]))
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local ok, r = pcall(perform, self, req)
+    local last = not allowed or attempt >= policy.attempts
+    if ok then
+      if last or not retryable_status(policy, r.status) then return r end
+      r:close()  -- nothing of a streamed body was handed out yet: retrying is safe
+      core.sleep(retry_delay(policy, attempt, r))
+    else
+      local e = r
+      local transient = type(e) == "table" and (e.kind == "connect" or e.kind == "network" or
+                                                 (e.kind == "timeout" and e.phase ~= "read"))
+      if last or not transient then error(e, 0) end
+      core.sleep(retry_delay(policy, attempt, nil))
+    end
+  end
+end
+
+local function shorthand(method)
+  return function(self, url, opts)
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.url, o.method = url, method
+    return self:request(o)
+  end
+end
+
+for _, m in ipairs({ "get", "post", "put", "patch", "delete", "head" }) do
+  Client[m] = shorthand(m:upper())
+end
+
+-- {====== module-level functions: a default client ======}
+
+local default
+local function default_client()
+  default = default or M.client()
+  return default
+end
+
+function M.request(opts) return default_client():request(opts) end
+for _, m in ipairs({ "get", "post", "put", "patch", "delete", "head" }) do
+  M[m] = function(url, opts) return default_client()[m](default_client(), url, opts) end
+end
+
+return M
