@@ -3,7 +3,7 @@
 # Idempotent and quiet: does nothing when everything is there.
 set -euo pipefail
 PKGS=(make gcc pkg-config lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev
-      lua-busted lua-cjson luarocks lua-check lua-luv valgrind)
+      lua-busted lua-cjson luarocks lua-check lua-luv valgrind python3 openssl nghttp2-server)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -13,5 +13,11 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 echo "installing: ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+log=$(mktemp)
+if ! { $SUDO apt-get update -qq && \
+       $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+  cat "$log" >&2
+  rm -f "$log"
+  exit 1
+fi
+rm -f "$log"

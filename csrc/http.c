@@ -249,6 +249,7 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp) {
   restart_idle(r);
   if (r->stream && r->len - r->off >= HIGH_WATER) {  /* the reader is behind: pause */
     r->paused = 1;
+    stop_idle(r);  /* a slow reader is not a silent server: no read timeout while paused */
     return CURL_WRITEFUNC_PAUSE;
   }
   if (r->off > 0 && r->off == r->len) r->off = r->len = 0;
@@ -373,6 +374,7 @@ static int wait_for(lua_State *L, hreq *r, int what) {
 static int resume_paused(hreq *r) {
   if (r->paused && !r->done) {
     r->paused = 0;
+    restart_idle(r);
     curl_easy_pause(r->easy, CURLPAUSE_CONT);  /* from a task, never from curl's callbacks */
   }
   return 0;
@@ -494,6 +496,15 @@ static int req__gc(lua_State *L) {
   return 0;
 }
 
+/* Seconds to curl's milliseconds, rounded up: curl reads 0 as "no limit", and a limit must
+** never end early. */
+static long timeout_ms(double s) {
+  double ms = s * 1000.0;
+  if (!(ms >= 1.0)) return 1;  /* also 0, negative and NaN: already expired */
+  if (ms > 2e9) return 2000000000L;
+  return (long)ms + ((double)(long)ms < ms);
+}
+
 static int getopt_type(lua_State *L, int opts, const char *name, int type) {
   int t = lua_getfield(L, opts, name);
   if (t != LUA_TNIL && t != type)
@@ -534,6 +545,11 @@ static int multi_request(lua_State *L) {
   if (hm->share) curl_easy_setopt(e, CURLOPT_SHARE, hm->share);
   lua_getfield(L, 2, "url");
   curl_easy_setopt(e, CURLOPT_URL, lua_tostring(L, -1));  /* curl copies strings */
+  if (strncmp(lua_tostring(L, -1), "https:", 6) == 0)
+    /* concurrent requests to a host wait for its first connection to say (ALPN) whether it
+    ** multiplexes, instead of each opening one; (not with cleartext prior knowledge: curl
+    ** 7.88 fails HTTP/2 framing when it combines that with PIPEWAIT) */
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
   lua_pop(L, 1);
   if (getopt_type(L, 2, "method", LUA_TSTRING) != LUA_TNIL) {
     const char *m = lua_tostring(L, -1);
@@ -566,10 +582,10 @@ static int multi_request(lua_State *L) {
   }
   lua_pop(L, 1);
   if (getopt_type(L, 2, "timeout", LUA_TNUMBER) != LUA_TNIL)
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(lua_tonumber(L, -1) * 1000));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms(lua_tonumber(L, -1)));
   lua_pop(L, 1);
   if (getopt_type(L, 2, "connect_timeout", LUA_TNUMBER) != LUA_TNIL)
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(lua_tonumber(L, -1) * 1000));
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms(lua_tonumber(L, -1)));
   lua_pop(L, 1);
   if (getopt_type(L, 2, "read_timeout", LUA_TNUMBER) != LUA_TNIL) {
     double s = lua_tonumber(L, -1);
@@ -590,8 +606,13 @@ static int multi_request(lua_State *L) {
     const char *v = lua_tostring(L, -1);
     if (strcmp(v, "1.1") == 0)
       curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    else if (strcmp(v, "2") == 0)
-      curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+    else if (strcmp(v, "2") == 0) {
+      lua_getfield(L, 2, "url");
+      /* over TLS, HTTP/2 is negotiated (ALPN); over cleartext, assumed (prior knowledge) */
+      curl_easy_setopt(e, CURLOPT_HTTP_VERSION, strncmp(lua_tostring(L, -1), "https:", 6) == 0
+                       ? (long)CURL_HTTP_VERSION_2_0 : (long)CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+      lua_pop(L, 1);
+    }
     else if (strcmp(v, "auto") != 0)
       luaL_error(L, "http request option 'http_version': \"auto\", \"1.1\" or \"2\" expected");
   }

@@ -197,6 +197,54 @@ describe("lasync.http", function()
     end)
   end)
 
+  describe("regressions", function()
+    local function fake(body)
+      return http.client({ transport = function() return { status = 200, body = body } end })
+    end
+
+    helper.it("a buffered (not streamed) response can still be read in pieces", function()
+      local r = fake("a\nb"):get("http://x.invalid/")
+      local lines = {}
+      for l in r:lines() do lines[#lines + 1] = l end
+      assert.same({ "a", "b" }, lines)
+      r = http.get(url("/drip/2/0"))
+      assert.equal("line 0\nline 1\n", r:read())
+      assert.is_nil(r:read())
+      assert.equal("line 0\nline 1\n", r.body)
+    end)
+
+    helper.it("an empty event field means 'message'", function()
+      local r = fake("event: \ndata: x\n\n"):get("http://x.invalid/", { stream = true })
+      local ev = r:sse()()
+      assert.equal("message", ev.event)
+      assert.equal("x", ev.data)
+    end)
+
+    helper.it("close() drops a fake streamed body too", function()
+      local r = fake("body"):get("http://x.invalid/", { stream = true })
+      r:close()
+      assert.is_nil(r:read())
+    end)
+
+    helper.it("read_timeout does not fire while a slow reader keeps the transfer paused", function()
+      local r = http.get(url("/bytes/20000000"), { stream = true, read_timeout = 0.2 })
+      local total, slept = 0, false
+      for chunk in r:chunks() do
+        total = total + #chunk
+        if not slept and total > 4 * 1048576 then
+          async.sleep(0.5)  -- longer than read_timeout: the transfer is paused meanwhile
+          slept = true
+        end
+      end
+      assert.equal(20000000, total)
+    end)
+
+    helper.it("a timeout under a millisecond (or 0) is a limit, not 'none'", function()
+      raises("timeout", http.get, url("/delay/0.5"), { timeout = 0.0004 })
+      raises("timeout", http.get, url("/delay/0.5"), { timeout = 0 })
+    end)
+  end)
+
   describe("cancellation and deadlines", function()
     helper.it("cancelling the task aborts a request at once", function()
       local t = async.spawn(http.get, url("/delay/30"))

@@ -267,7 +267,7 @@ function Response:sse()
           data = data or {}
           data[#data + 1] = value
         elseif field == "event" then
-          event = value
+          event = value ~= "" and value or nil  -- an empty type means "message"
         elseif field == "id" then
           if not value:find("\0", 1, true) then last_id = value end
         elseif field == "retry" then
@@ -279,6 +279,7 @@ function Response:sse()
 end
 
 function Response:close()
+  self._pending = nil  -- nothing more is read: also not a buffered body
   local req = self._req
   if req then
     self._req = nil
@@ -318,6 +319,7 @@ function M.client(opts)
     headers = opts.headers or {},
     timeout = opts.timeout,
     http_version = opts.http_version,
+    verify = opts.verify, ca_file = opts.ca_file, proxy = opts.proxy,
     transport = opts.transport,
     retry = retry and {
       attempts = retry.attempts or 3,
@@ -371,7 +373,8 @@ local function build(c, opts)
     timeout = opts.timeout or c.timeout, connect_timeout = opts.connect_timeout,
     read_timeout = opts.read_timeout, follow_redirects = opts.follow_redirects,
     max_redirects = opts.max_redirects, http_version = opts.http_version or c.http_version,
-    verify = opts.verify, ca_file = opts.ca_file, proxy = opts.proxy,
+    verify = opts.verify == nil and c.verify or opts.verify,
+    ca_file = opts.ca_file or c.ca_file, proxy = opts.proxy or c.proxy,
     stream = opts.stream and true or false, accept_encoding = opts.decompress,
   }
 end
@@ -390,7 +393,8 @@ local function fake(c, req)
     status = out.status or 200, headers = headers, _values = values, url = req.url,
     http_version = out.http_version or "1.1", elapsed = 0,
   })
-  if req.stream then r._pending = body ~= "" and body or nil else r.body = body end
+  if not req.stream then r.body = body end
+  r._pending = body ~= "" and body or nil  -- read(), lines(), sse() on any response
   return r
 end
 
@@ -402,11 +406,11 @@ local function perform(c, req)
     h:close()
     error(err, 0)
   end
-  local status, raw, url, version, elapsed = h:info()
+  local status, raw, url, version, elapsed, connects = h:info()
   local headers, values = parse_headers(raw)
   local r = new_response({
     status = status, headers = headers, _values = values, url = url, http_version = version,
-    elapsed = elapsed,
+    elapsed = elapsed, num_connects = connects,
   })
   if req.stream then
     r._req = h
@@ -418,6 +422,7 @@ local function perform(c, req)
       parts[#parts + 1] = chunk
     end
     r.body = concat(parts)
+    r._pending = r.body ~= "" and r.body or nil  -- read(), lines(), sse() on any response
     h:close()
   end
   return r

@@ -130,6 +130,7 @@ local function gather(fname, children, return_errors)
   if failed then
     cancel_pending(children, n, fname .. ": another task failed")
     wait_all_shielded(ws)
+    ws:results(true)  -- gather raises one error for all: the others count as observed
     ws:close()
     return children[failed]:result()  -- raises the child's error, unchanged
   end

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """An independent HTTP/1.1 test server for lasync's HTTP specs (Python standard library only).
 
+With CERT and KEY files as second and third arguments it serves HTTPS.
 Binds 127.0.0.1 on an ephemeral port, writes "PORT PID" to the file named by its first argument
 (or stdout), serves until its standard input closes (the spec runner holds it), and exits by
 itself after LASYNC_TEST_SERVER_LIMIT seconds (default 600) so nothing outlives a run.
@@ -17,7 +18,7 @@ Endpoints:
   /retry-after/<key>/<n>/<v> 429 with Retry-After: <v> for the first n requests of <key>, then 200
   /sse/<name>                a Server-Sent Events stream from SSE_STREAMS (chunk by chunk)
 """
-import gzip, json, os, socket, socketserver, sys, threading, time, urllib.parse
+import gzip, json, os, socket, socketserver, ssl, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 SSE_STREAMS = {
@@ -153,6 +154,10 @@ class Server(socketserver.ThreadingMixIn, HTTPServer):
 def main():
     limit = float(os.environ.get("LASYNC_TEST_SERVER_LIMIT", "600"))
     server = Server(("127.0.0.1", 0), Handler)
+    if len(sys.argv) > 3:  # httpserver.py PORTFILE CERT KEY: serve HTTPS
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     line = "%d %d\n" % (server.server_address[1], os.getpid())
     if len(sys.argv) > 1:
         with open(sys.argv[1] + ".tmp", "w") as f:
