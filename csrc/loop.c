@@ -185,10 +185,20 @@ static int loop_passthrough(lua_State *L) {
   return 0;
 }
 
+/* core.new_error(kind, message [, fields]) -> an error object; fields are copied into it */
 static int loop_new_error(lua_State *L) {
   const char *kind = luaL_checkstring(L, 1);
   const char *msg = luaL_checkstring(L, 2);
+  if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TTABLE);
   lasync__push_error(L, kind, "%s", msg);
+  if (lua_istable(L, 3)) {
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, -4);
+    }
+  }
   return 1;
 }
 

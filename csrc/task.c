@@ -583,6 +583,15 @@ static int park_k(lua_State *L, int status, lua_KContext ctx) {
   return 4;
 }
 
+/* Parks the running task t with token (the stack is empty). */
+static int park_here(lua_State *L, lasync__runtime *rt, lasync__task *t, lua_Integer token) {
+  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL)
+    return park_k(L, LUA_OK, 0);  /* already cancelled: answer at once */
+  t->w.token = token;
+  t->served = 0;
+  return lasync__suspend(L, rt, t, LASYNC_OP_PARK, 0, park_k);
+}
+
 /* core.park(token) -> true, value | false, err, served, value
 ** Suspends the running task until core.unpark(task, token, value). Never raises a cancellation:
 ** it returns it, with served = true when unpark had already given the task a value (which the
@@ -592,11 +601,7 @@ static int core_park(lua_State *L) {
   lua_Integer token = luaL_checkinteger(L, 1);
   lasync__task *t = lasync__check_suspend(L, rt, "wait");
   lua_settop(L, 0);
-  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL)
-    return park_k(L, LUA_OK, 0);
-  t->w.token = token;
-  t->served = 0;
-  return lasync__suspend(L, rt, t, LASYNC_OP_PARK, 0, park_k);
+  return park_here(L, rt, t, token);
 }
 
 /* core.park_in(q [, what]) -> like core.park, after appending the running task and a fresh
@@ -618,11 +623,7 @@ static int core_park_in(lua_State *L) {
   lua_pushinteger(L, last + 2);
   lua_setfield(L, 1, "last");
   lua_settop(L, 0);
-  if ((t->cancel_requested || t->nscopes) && lasync__cancel_origin(t, lasync__now()) != NULL)
-    return park_k(L, LUA_OK, 0);
-  t->w.token = token;
-  t->served = 0;
-  return lasync__suspend(L, rt, t, LASYNC_OP_PARK, 0, park_k);
+  return park_here(L, rt, t, token);
 }
 
 /* core.unpark(task, token, value) -> true if the task was parked with that token (it now has

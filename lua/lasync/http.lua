@@ -16,13 +16,7 @@ local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
 local concat = table.concat
 local fmt, lower = string.format, string.lower
 
-local function new_error(kind, message, fields)
-  local e = core.new_error(kind, message)
-  if fields then
-    for k, v in pairs(fields) do e[k] = v end
-  end
-  return e
-end
+local new_error = core.new_error
 
 local cjson_ok, cjson = pcall(require, "cjson")
 

@@ -43,13 +43,7 @@ M.http = require("lasync.http")
 
 -- {====== errors ======}
 
-local function new_error(kind, message, fields)
-  local e = core.new_error(kind, message)
-  if fields then
-    for k, v in pairs(fields) do e[k] = v end
-  end
-  return e
-end
+local new_error = core.new_error  -- (kind, message [, fields]) -> error object
 M.new_error = new_error
 
 local function is_kind(e, kind)
