@@ -6,11 +6,17 @@
 --   BENCH_RUNS=5        processes per program; programs are interleaved run by run (the order
 --                       rotates each run) so drifting machine noise spreads over every program
 --   BENCH_ONLY=a,b      only these benchmarks (spawn, switch, timers, lock, semaphore, handoff,
---                       pipeline)
+--                       pipeline, http, http_burst, http_mem)
 --   BENCH_N=n           override every problem size (smoke tests; RESULTS.md says so)
 --   BENCH_TIMEOUT=120   seconds before one program run counts as hung
 --   BENCH_LASYNC_CMD    how to run lasync programs (default: lua5.4; e.g. build/lasync)
 --   LUA, PYTHON, NODE   the interpreters (default lua5.4, python3, node)
+--   LUA53               the interpreter for lua-http (default lua5.3; Debian has no 5.4 lua-http)
+--   CC                  the C compiler for bench/c_curl_*.c (default cc)
+--
+-- The http benchmarks start a private nginx (bench/http_nginx.sh: 127.0.0.1, a free port, 1
+-- worker, everything in a temp dir) before the first run and stop it after the last; a watchdog
+-- stops it too if this script dies. The C peers are compiled on demand into bench/out/.
 --
 -- Each program prints one "RESULT name=... impl=... key=value ..." line. Missing peers (no node,
 -- no python3, no lua-luv) are reported as n/a. The exit status is non-zero only when a lasync
@@ -55,6 +61,92 @@ have.python = select(2, sh(PYTHON .. " -c 'import asyncio'", true))
 have.node = select(2, sh(NODE .. " -e 0", true))
 have.timeout = select(2, sh("command -v timeout", true))
 
+local function wants(name)
+  local o = os.getenv("BENCH_ONLY")
+  return not o or o == "" or ("," .. o .. ","):find("," .. name .. ",", 1, true) ~= nil
+end
+
+-- {{{ the HTTP server and peers (only when an http benchmark is selected)
+
+local CC = os.getenv("CC") or "cc"
+local LUA53 = os.getenv("LUA53") or "lua5.3"
+local HTTP = { url = "http://127.0.0.1:1", n = math.tointeger(tonumber(SIZE_OVERRIDE or "")) }
+-- lua-http's pure-Lua dependencies are registered by Debian for Lua 5.1/5.2 only
+local LUAHTTP_ENV = "LUA_PATH='/usr/share/lua/5.3/?.lua;/usr/share/lua/5.3/?/init.lua;"
+  .. "/usr/share/lua/5.1/?.lua;/usr/share/lua/5.1/?/init.lua;;' "
+local AIOHTTP_PY = PYTHON
+local missing_http = {}
+
+local function own_pid()
+  local f = io.open("/proc/self/stat", "r")
+  if not f then return nil end
+  local pid = f:read("l"):match("^(%d+)")
+  f:close()
+  return pid
+end
+
+local function stop_nginx()
+  if HTTP.dir then
+    sh("bench/http_nginx.sh stop " .. quote(HTTP.dir), true)
+    HTTP.dir = nil
+  end
+end
+
+if wants("http") or wants("http_burst") or wants("http_mem") then
+  if not select(2, sh("command -v nginx || test -x /usr/sbin/nginx", true)) then
+    missing_http.nginx = "nginx is not installed (Debian: nginx-light)"
+  else
+    local out, ok = sh("bench/http_nginx.sh start " .. (own_pid() or ""), true)
+    local dir, port, slow = out:match("(%S+)%s+(%d+)%s+(%d)")
+    if ok and dir then
+      HTTP.dir, HTTP.url, HTTP.slow = dir, "http://127.0.0.1:" .. port, slow == "1"
+      have.nginx = true
+      have.nginx_slow = HTTP.slow
+      if not HTTP.slow then
+        missing_http.nginx_slow = "no server that can wait: nginx's echo module"
+          .. " (Debian libnginx-mod-http-echo) is missing"
+      end
+    else
+      missing_http.nginx = "bench/http_nginx.sh could not start nginx: " .. first_line(out)
+    end
+  end
+  missing_http.nginx_slow = missing_http.nginx_slow or missing_http.nginx
+  local cflags = "$(pkg-config --cflags --libs libcurl libuv)"
+  for _, prog in ipairs({ "c_curl_poll", "c_curl_uv" }) do
+    local out, ok = sh(CC .. " -O2 -o bench/out/" .. prog .. " bench/" .. prog .. ".c " .. cflags)
+    if ok then have[prog] = have.nginx
+    else
+      missing_http[prog] = missing_http.nginx or ("cannot compile bench/" .. prog .. ".c: "
+        .. first_line(out))
+    end
+  end
+  if select(2, sh(PYTHON .. " -c 'import aiohttp'", true)) then
+    have.aiohttp = have.nginx
+  elseif select(2, sh("/usr/bin/python3 -c 'import aiohttp'", true)) then
+    AIOHTTP_PY = "/usr/bin/python3" -- Debian's python3-aiohttp, when PYTHON is another python
+    have.aiohttp = have.nginx
+  else
+    missing_http.aiohttp = missing_http.nginx or "aiohttp is not installed (Debian: python3-aiohttp)"
+  end
+  if select(2, sh(LUAHTTP_ENV .. LUA53 .. " -e 'require(\"http.client\")'", true)) then
+    have.luahttp = have.nginx
+  else
+    missing_http.luahttp = missing_http.nginx
+      or ("lua-http is not usable (Debian lua-http under " .. LUA53 .. ")")
+  end
+  if select(2, sh("command -v wrk", true)) then have.wrk = have.nginx
+  else missing_http.wrk = missing_http.nginx or "wrk is not installed" end
+  have.lasync_http = have.lasync and have.nginx
+  have.lasync_slow = have.lasync and have.nginx_slow
+  missing_http.lasync_http = missing_http.nginx
+  missing_http.lasync_slow = missing_http.nginx_slow
+end
+
+local function http_cmd(cmd) return "env BENCH_HTTP_URL=" .. HTTP.url .. " " .. cmd end
+local HTTP_N = tostring(HTTP.n or 20000)
+
+-- }}}
+
 local missing_reason = {
   lasync = "build/lib/lasync/core.so is missing (build with `make`)",
   lua = LUA .. " not found",
@@ -62,6 +154,7 @@ local missing_reason = {
   python = PYTHON .. " not found",
   node = NODE .. " not found",
 }
+for k, v in pairs(missing_http) do missing_reason[k] = v end
 
 -- }}}
 -- {{{ the benchmarks
@@ -197,6 +290,47 @@ local BENCHES = {
         note = "asyncio.Queue(100); producer puts one None sentinel per consumer" },
     },
   },
+  {
+    name = "http",
+    title = "http: 20,000 GETs of a 1 KiB file from nginx by 64 concurrent tasks over keep-alive",
+    metrics = { { key = "req_per_s", label = "req/s", higher = true } },
+    impls = {
+      { impl = "lasync", needs = "lasync_http", cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua http") },
+        note = "one http.client(), async.map over 64 workers, each `c:get(url)` in a loop" },
+      { impl = "c_curl_uv", needs = "c_curl_uv", cmds = { "bench/out/c_curl_uv " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
+        note = "C, curl-multi driven from libuv (multi-uv style: uv_poll per socket, closed on CURL_POLL_REMOVE), 64 reused easy handles" },
+      { impl = "c_curl_poll", needs = "c_curl_poll", cmds = { "bench/out/c_curl_poll " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
+        note = "C, curl_multi_perform + curl_multi_poll, 64 reused easy handles" },
+      { impl = "lua-http", needs = "luahttp", cmds = { http_cmd(LUAHTTP_ENV .. LUA53 .. " bench/luahttp_http.lua") },
+        note = "lua-http 0.4 on cqueues under " .. LUA53 .. ", 64 coroutines each on one kept-alive connection" },
+      { impl = "aiohttp", needs = "aiohttp", cmds = { http_cmd(AIOHTTP_PY .. " bench/py_aiohttp.py") },
+        note = "one ClientSession, TCPConnector(limit=64), 64 worker tasks" },
+      { impl = "wrk", needs = "wrk", info = true, cmds = { "bench/wrk_http.sh " .. HTTP.url .. "/1k" },
+        note = "`wrk -t1 -c64 -d3s`: the ceiling (nginx's limit here)" },
+    },
+  },
+  {
+    name = "http_burst",
+    title = "http_burst: 1,000 concurrent GETs of an endpoint that waits 100 ms",
+    metrics = { { key = "wall_s", label = "wall ms", higher = false, scale = 1000 } },
+    impls = {
+      { impl = "lasync", needs = "lasync_slow", cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua burst") },
+        note = "1,000 tasks (async.map without a limit) on one http.client(); nginx + echo module `echo_sleep 0.1`" },
+    },
+  },
+  {
+    name = "http_mem",
+    title = "http_mem: 10,000 GETs in flight at once to an endpoint that waits 2 s",
+    metrics = {
+      { key = "bytes_per_req", label = "heap B/req", higher = false },
+      { key = "rss_bytes_per_req", label = "RSS B/req", higher = false },
+      { key = "wall_s", label = "wall ms", higher = false, scale = 1000 },
+    },
+    impls = {
+      { impl = "lasync", needs = "lasync_slow", cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua mem") },
+        note = "10,000 spawned tasks each `c:get(url)`; heap: collectgarbage, RSS: VmHWM growth" },
+    },
+  },
 }
 
 local only = os.getenv("BENCH_ONLY")
@@ -275,7 +409,7 @@ for _, b in ipairs(BENCHES) do
   for _, e in ipairs(b.impls) do
     e.bench, e.samples = b.name, {}
     if not have[e.needs] then e.missing = missing_reason[e.needs] end
-    if e.missing and e.impl == "lasync" then
+    if e.missing and e.impl == "lasync" and e.needs == "lasync" then
       lasync_failed = true
       io.stderr:write(("  FAILED %s/lasync: %s\n"):format(b.name, e.missing))
     end
@@ -294,6 +428,7 @@ for r = 1, RUNS do
   end
 end
 raw:close()
+stop_nginx()
 local elapsed = os.time() - started
 
 -- }}}
@@ -470,6 +605,26 @@ local function targets()
     "asyncio", function(l, p) return l >= 10 * p end, rate10("pairs"), nil, 10)
   add("handoff", "handoff: lasync Queue(1) items/s >= 10x asyncio's", "items_per_s", "asyncio",
     function(l, p) return l >= 10 * p end, rate10("items"), nil, 10)
+  local function rps(name, k)
+    return function(l, p)
+      return ("lasync %.3gk req/s vs %s%s %.3gk = %.3gk (lasync x %.2f)")
+        :format(l / 1e3, k == 1 and "" or (k .. " x "), name, p / 1e3, p * k / 1e3, l / p)
+    end
+  end
+  add("http", "http: lasync req/s >= c_curl_uv's (C, curl-multi from libuv)", "req_per_s",
+    "c_curl_uv", function(l, p) return l >= p end, rps("c_curl_uv", 1))
+  add("http", "http: lasync req/s >= 75% of c_curl_poll's (C, curl_multi_poll)", "req_per_s",
+    "c_curl_poll", function(l, p) return l >= 0.75 * p end, rps("c_curl_poll", 0.75), nil, 0.75)
+  add("http", "http: lasync req/s >= 2x lua-http's", "req_per_s", "lua-http",
+    function(l, p) return l >= 2 * p end, rps("lua-http", 2), nil, 2)
+  add("http", "http: lasync req/s >= 5x aiohttp's", "req_per_s", "aiohttp",
+    function(l, p) return l >= 5 * p end, rps("aiohttp", 5), nil, 5)
+  add("http_burst", "http_burst: 1,000 concurrent 100 ms requests all done in < 200 ms", "wall_s",
+    nil, function(l, p) return l < p end,
+    function(l) return ("lasync %.0f ms"):format(l * 1000) end, 0.2)
+  add("http_mem", "http_mem: 10,000 requests in flight at once without errors", "n", nil,
+    function(l, p) return l >= p end,
+    function(l) return ("%d requests, all answered 200 with the right body"):format(l) end, 10000)
   return out
 end
 
@@ -601,6 +756,27 @@ w(([[
   so work arrives in bursts and one consumer may take most items (the RESULT lines' `min_share`
   is the fewest items one consumer got). Both sides run the full size in the same run (asyncio
   takes about a second), every program with the default run count.
+- http: a private nginx (bench/http_nginx.sh: Debian nginx-light, 1 worker, 127.0.0.1 on a free
+  port, access_log off, keepalive_requests 100000) serves a 1 KiB file; it shares the machine's
+  cores with the client, so every number here is client + server. 20,000 GETs by 64 concurrent
+  tasks (or handles or connections) over keep-alive; each program connects once untimed (lasync,
+  aiohttp) or not at all before timing (the C programs, whose first 64 requests connect), checks
+  every status and body length, and times from the first request to the last answer. The C
+  programs (compiled with `cc -O2` against libcurl and libuv) reuse 64 easy handles:
+  `c_curl_poll` on curl's own `curl_multi_poll` loop, `c_curl_uv` driving curl-multi from libuv
+  the way curl's docs/examples/multi-uv.c does (a uv_poll_t per socket made on first use and
+  closed on CURL_POLL_REMOVE, one uv_timer_t, curl_multi_socket_action). lua-http is Debian's
+  0.4 under lua5.3 (Debian has no 5.4 build of it), one connection per coroutine (it has no
+  pool). aiohttp is Debian's python3-aiohttp. wrk (`-t1 -c64 -d3s`) is the ceiling.
+- http_burst: 1,000 tasks at once each GET an nginx location that answers after 100 ms (the
+  echo module's `echo_sleep 0.1`), so each needs its own connection; wall time from the first
+  spawn until all answered, including the 1,000 connects.
+- http_mem: 10,000 tasks each GET a location that answers after 2 s; once every task has
+  started its request and 0.5 s more have passed (none answered yet: `early` in the RESULT line
+  counts answers before the probe), a probe takes the Lua heap after a full GC and VmRSS; minus
+  a baseline before the spawns, per request. RSS B/req uses the peak (VmHWM) growth, so it
+  includes libcurl's buffers and connections (curl allocates about 16 KiB of receive buffer per
+  transfer).
 - Raw RESULT lines of the last run are in bench/out/raw.txt (not committed).]])
   :format(RUNS, LASYNC))
 w()
