@@ -295,14 +295,20 @@ local BENCHES = {
     title = "http: 20,000 GETs of a 1 KiB file from nginx by 64 concurrent tasks over keep-alive",
     metrics = { { key = "req_per_s", label = "req/s", higher = true } },
     impls = {
-      { impl = "lasync", needs = "lasync_http", cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua http") },
+      { impl = "lasync", needs = "lasync_http",
+        cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua http") },
         note = "one http.client(), async.map over 64 workers, each `c:get(url)` in a loop" },
-      { impl = "c_curl_uv", needs = "c_curl_uv", cmds = { "bench/out/c_curl_uv " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
-        note = "C, curl-multi driven from libuv (multi-uv style: uv_poll per socket, closed on CURL_POLL_REMOVE), 64 reused easy handles" },
-      { impl = "c_curl_poll", needs = "c_curl_poll", cmds = { "bench/out/c_curl_poll " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
+      { impl = "c_curl_uv", needs = "c_curl_uv",
+        cmds = { "bench/out/c_curl_uv " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
+        note = "C, curl-multi driven from libuv (multi-uv style: uv_poll per socket, "
+          .. "closed on CURL_POLL_REMOVE), 64 reused easy handles" },
+      { impl = "c_curl_poll", needs = "c_curl_poll",
+        cmds = { "bench/out/c_curl_poll " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
         note = "C, curl_multi_perform + curl_multi_poll, 64 reused easy handles" },
-      { impl = "lua-http", needs = "luahttp", cmds = { http_cmd(LUAHTTP_ENV .. LUA53 .. " bench/luahttp_http.lua") },
-        note = "lua-http 0.4 on cqueues under " .. LUA53 .. ", 64 coroutines each on one kept-alive connection" },
+      { impl = "lua-http", needs = "luahttp",
+        cmds = { http_cmd(LUAHTTP_ENV .. LUA53 .. " bench/luahttp_http.lua") },
+        note = "lua-http 0.4 on cqueues under " .. LUA53
+          .. ", 64 coroutines each on one kept-alive connection" },
       { impl = "aiohttp", needs = "aiohttp", cmds = { http_cmd(AIOHTTP_PY .. " bench/py_aiohttp.py") },
         note = "one ClientSession, TCPConnector(limit=64), 64 worker tasks" },
       { impl = "wrk", needs = "wrk", info = true, cmds = { "bench/wrk_http.sh " .. HTTP.url .. "/1k" },
@@ -314,8 +320,10 @@ local BENCHES = {
     title = "http_burst: 1,000 concurrent GETs of an endpoint that waits 100 ms",
     metrics = { { key = "wall_s", label = "wall ms", higher = false, scale = 1000 } },
     impls = {
-      { impl = "lasync", needs = "lasync_slow", cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua burst") },
-        note = "1,000 tasks (async.map without a limit) on one http.client(); nginx + echo module `echo_sleep 0.1`" },
+      { impl = "lasync", needs = "lasync_slow",
+        cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua burst") },
+        note = "1,000 tasks (async.map without a limit) on one http.client(); "
+          .. "nginx + echo module `echo_sleep 0.1`" },
     },
   },
   {
