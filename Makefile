@@ -92,6 +92,7 @@ check-valgrind: all
 check: check-asan check-valgrind
 
 bench: all
+	bash .ci/deps.sh --bench
 	$(LUA) bench/run.lua
 
 install: all

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages lasync needs to build, test and benchmark, if any are missing.
+# Installs the Debian packages lasync needs to build and test, if any are missing; with --bench
+# also the benchmarks' peers (make bench shows a missing peer as n/a).
 # Idempotent and quiet: does nothing when everything is there.
 set -euo pipefail
 PKGS=(make gcc pkg-config lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev
       lua-busted lua-cjson luarocks lua-check lua-luv valgrind python3 openssl nghttp2-server)
+if [ "${1:-}" = "--bench" ]; then
+  PKGS+=(nginx-light libnginx-mod-http-echo wrk python3-aiohttp lua-http lua5.3)
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
