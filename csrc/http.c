@@ -16,6 +16,7 @@
 #define LASYNC_HTTP_MULTI_MT "lasync.http.multi"  /* also in error.c's class names */
 #define LASYNC_HTTP_REQUEST_MT "lasync.http.request"
 #define HIGH_WATER (1 << 20)   /* buffered body bytes before the transfer is paused */
+#define IDLE_EASY_MAX 256      /* finished easy handles a client keeps for reuse */
 
 typedef struct sockctx sockctx;
 
@@ -25,7 +26,10 @@ typedef struct hmulti {
   CURLSH *share;
   uv_timer_t *timer;           /* malloc'd; freed in its close callback */
   sockctx *socks;              /* poll contexts still open */
+  CURL *idle[IDLE_EASY_MAX];   /* finished easy handles, reset and reused by new requests */
+  int nidle;
   int inflight;                /* easy handles in the multi */
+  int in_timer;                /* inside on_timer's curl_multi_socket_action */
   int closed;
 } hmulti;
 
@@ -131,7 +135,9 @@ static void on_poll(uv_poll_t *h, int status, int events) {
 static void on_timer(uv_timer_t *h) {
   hmulti *hm = (hmulti *)h->data;
   int running;
+  hm->in_timer = 1;
   curl_multi_socket_action(hm->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  hm->in_timer = 0;
   check_done(hm);
 }
 
@@ -177,15 +183,20 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
   return 0;
 }
 
-/* CURLMOPT_TIMERFUNCTION: only re-arms the uv_timer (curl must not be called from here). */
+/* CURLMOPT_TIMERFUNCTION: only re-arms the uv_timer (curl must not be called from here).
+** "Now" is a 0 ms timer, except when curl asks from inside our own timer callback: below libuv
+** 1.48 such a timer runs again in the same pass (LASYNC_ZERO_TIMER_MS). Anywhere else a
+** 1 ms floor would delay every new transfer by a millisecond. */
 static int on_curl_timer(CURLM *m, long timeout_ms, void *userp) {
   hmulti *hm = (hmulti *)userp;
+  uint64_t ms = (uint64_t)timeout_ms;
   (void)m;
-  if (timeout_ms < 0)
+  if (timeout_ms < 0) {
     uv_timer_stop(hm->timer);
-  else
-    uv_timer_start(hm->timer, on_timer, timeout_ms == 0 ? LASYNC_ZERO_TIMER_MS : (uint64_t)timeout_ms,
-                   0);
+    return 0;
+  }
+  if (timeout_ms == 0 && hm->in_timer) ms = LASYNC_ZERO_TIMER_MS;
+  uv_timer_start(hm->timer, on_timer, ms, 0);
   return 0;
 }
 
@@ -266,6 +277,29 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp) {
 
 /* {====== Lua API ======} */
 
+/* An easy handle for a new request: a finished one reset (its connection-independent state is
+** gone, curl keeps connections in the multi), or a new one. */
+static CURL *take_easy(hmulti *hm) {
+  if (hm->nidle > 0) {
+    CURL *e = hm->idle[--hm->nidle];
+    curl_easy_reset(e);
+    return e;
+  }
+  return curl_easy_init();
+}
+
+/* The request r is over and closed: its easy handle goes back to its client, or away. */
+static void give_back_easy(hreq *r) {
+  hmulti *hm = r->hm;
+  CURL *e = r->easy;
+  if (e == NULL || r->in_multi) return;
+  r->easy = NULL;
+  if (!hm->closed && hm->nidle < IDLE_EASY_MAX)
+    hm->idle[hm->nidle++] = e;
+  else
+    curl_easy_cleanup(e);
+}
+
 static hmulti *checkmulti(lua_State *L, int idx) {
   hmulti *hm = (hmulti *)luaL_checkudata(L, idx, LASYNC_HTTP_MULTI_MT);
   if (hm->closed) luaL_error(L, "attempt to use a closed HTTP client");
@@ -303,8 +337,8 @@ static int raise_transfer(lua_State *L, hreq *r) {
   const char *phase, *kind = kind_of(r->result, r->read_timed_out, &phase);
   const char *url = NULL;
   const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->result);
-  curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
-  if (r->result == CURLE_OPERATION_TIMEDOUT) {
+  if (r->easy) curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+  if (r->result == CURLE_OPERATION_TIMEDOUT && r->easy) {
     curl_off_t pretransfer = 0;  /* 0: the request was never sent (DNS, connect, TLS) */
     curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
     if (!r->read_timed_out && pretransfer == 0) phase = "connect";
@@ -424,6 +458,7 @@ static int req_take(lua_State *L) {
 ** connects made, done, error (nil or the error object when done with a failure) */
 static int req_info(lua_State *L) {
   hreq *r = checkreq(L, 1);
+  if (r->easy == NULL) return luaL_error(L, "info: the HTTP request is closed");
   const char *url = NULL;
   long version = 0, connects = 0;
   double total = 0;
@@ -465,6 +500,7 @@ static int req_close(lua_State *L) {
   hreq *r = checkreq(L, 1);
   req_abort(r);
   release_ref(L, r);
+  give_back_easy(r);
   free(r->body);
   r->body = NULL;
   r->len = r->off = r->cap = 0;
@@ -486,8 +522,10 @@ static int req__gc(lua_State *L) {
     uv_close((uv_handle_t *)r->idle, free_handle);
     r->idle = NULL;
   }
-  if (r->easy) curl_easy_cleanup(r->easy);
-  r->easy = NULL;
+  if (r->easy) {  /* the client may be finalized already: not back to its pool then */
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+  }
   curl_slist_free_all(r->headers);
   r->headers = NULL;
   free(r->body);
@@ -532,7 +570,7 @@ static int multi_request(lua_State *L) {
   luaL_setmetatable(L, LASYNC_HTTP_REQUEST_MT);  /* from here __gc frees what is made */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 3, REQ_UV_MULTI);  /* the client lives while its requests do */
-  e = curl_easy_init();
+  e = take_easy(hm);
   if (e == NULL) luaL_error(L, "cannot create a curl handle");
   r->easy = e;
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
@@ -665,6 +703,7 @@ static void multi_shutdown(hmulti *hm) {
   if (hm->closed) return;
   hm->closed = 1;
   curl_multi_cleanup(hm->multi);  /* requests left it already (they anchor the client) */
+  while (hm->nidle > 0) curl_easy_cleanup(hm->idle[--hm->nidle]);
   while (hm->socks) close_sock(hm->socks);
   if (hm->share) curl_share_cleanup(hm->share);
   hm->timer->data = NULL;
