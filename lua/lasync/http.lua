@@ -74,7 +74,6 @@ end
 -- {====== responses ======}
 
 local Response = {}
-Response.__index = Response
 Response.__name = "lasync.http.Response"
 
 -- Parses a raw header block: the status line, then "Name: value" lines.
@@ -94,6 +93,18 @@ local function parse_headers(raw)
     end
   end
   return headers, values
+end
+
+-- Headers are parsed on first use (most callers read only status and body): r.headers and the
+-- lists behind header_values come from the raw header block kept in r._raw.
+function Response.__index(self, key)
+  if key == "headers" or key == "_values" then
+    local headers, values = parse_headers(rawget(self, "_raw") or "")
+    rawset(self, "headers", headers)
+    rawset(self, "_values", values)
+    return key == "headers" and headers or values
+  end
+  return Response[key]
 end
 
 local function new_response(fields)
@@ -348,8 +359,12 @@ local function build(c, opts)
     headers[#headers + 1] = name .. ": " .. tostring(value)
     seen[key] = #headers
   end
-  for k, v in pairs(c.headers) do add(k, v) end
-  for k, v in pairs(opts.headers or {}) do add(k, v) end
+  if next(c.headers) then
+    for k, v in pairs(c.headers) do add(k, v) end
+  end
+  if opts.headers then
+    for k, v in pairs(opts.headers) do add(k, v) end
+  end
   local body = opts.body
   if opts.json ~= nil then
     body = json_encode(opts.json)
@@ -401,21 +416,21 @@ local function perform(c, req)
     error(err, 0)
   end
   local status, raw, url, version, elapsed, connects = h:info()
-  local headers, values = parse_headers(raw)
   local r = new_response({
-    status = status, headers = headers, _values = values, url = url, http_version = version,
-    elapsed = elapsed, num_connects = connects,
+    status = status, _raw = raw, url = url, http_version = version, elapsed = elapsed,
+    num_connects = connects,
   })
   if req.stream then
     r._req = h
   else
-    local parts = {}
-    while true do
-      local chunk = h:take()
-      if chunk == nil then break end
-      parts[#parts + 1] = chunk
+    local body = h:take() or ""  -- usually one piece: no table, no copy
+    local more = h:take()
+    if more then
+      local parts = { body, more }
+      for chunk in h.take, h do parts[#parts + 1] = chunk end
+      body = concat(parts)
     end
-    r.body = concat(parts)
+    r.body = body
     r._pending = r.body ~= "" and r.body or nil  -- read(), lines(), sse() on any response
     h:close()
   end
