@@ -40,7 +40,7 @@ struct sockctx {
   sockctx *next, **pprev;
 };
 
-enum { WAIT_NONE, WAIT_HEADERS, WAIT_DATA, WAIT_DONE };
+enum { WAIT_NONE, WAIT_HEADERS, WAIT_DATA, WAIT_DONE, WAIT_NEED };
 
 typedef struct hreq {
   hmulti *hm;
@@ -59,6 +59,9 @@ typedef struct hreq {
   CURLcode result;
   uv_timer_t *idle;            /* read_timeout: malloc'd, freed in its close callback */
   uint64_t idle_ms;
+  char *up;                    /* a streamed upload: fed, not yet sent: up[uoff..ulen) */
+  size_t ulen, uoff, ucap;
+  int ustream, ueof, upaused;  /* upload streamed from Lua; its end was fed; curl waits */
   char errbuf[CURL_ERROR_SIZE];
 } hreq;
 
@@ -80,6 +83,7 @@ static void notify(hreq *r) {
   switch (r->waiting) {
     case WAIT_HEADERS: ready = r->headers_done || r->done; break;
     case WAIT_DATA: ready = r->len > r->off || r->done; break;
+    case WAIT_NEED: ready = r->upaused || r->done; break;
     default: ready = r->done; break;
   }
   if (!ready) return;
@@ -254,6 +258,24 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp) {
   return len;
 }
 
+/* CURLOPT_READFUNCTION for a streamed upload: hands curl what the task fed; when nothing is
+** left (and the end was not fed) it pauses the upload and wakes the task to feed more. */
+static size_t on_read(char *buf, size_t size, size_t n, void *userp) {
+  hreq *r = (hreq *)userp;
+  size_t len = size * n, left = r->ulen - r->uoff;
+  if (left == 0) {
+    if (r->ueof) return 0;
+    r->upaused = 1;
+    notify(r);
+    return CURL_READFUNC_PAUSE;
+  }
+  if (len > left) len = left;
+  memcpy(buf, r->up + r->uoff, len);
+  r->uoff += len;
+  if (r->uoff == r->ulen) r->uoff = r->ulen = 0;
+  return len;
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *userp) {
   hreq *r = (hreq *)userp;
   size_t len = size * n;
@@ -421,22 +443,51 @@ static int req_headers_ready(lua_State *L) {
   return 1;
 }
 
-/* req:wait(what): what = "headers" | "data" | "done". Suspends until it holds. Raises the
-** transfer's error once the transfer failed (but only after the data before it was read). */
+/* req:wait(what): what = "headers" | "data" | "done" | "need" (a streamed upload needs more).
+** Suspends until it holds. Raises the transfer's error once the transfer failed (but only
+** after the data before it was read). */
 static int req_wait(lua_State *L) {
-  static const char *const whats[] = {"none", "headers", "data", "done", NULL};
+  static const char *const whats[] = {"none", "headers", "data", "done", "need", NULL};
   hreq *r = checkreq(L, 1);
   int what = luaL_checkoption(L, 2, NULL, whats);
   int ready;
   switch (what) {
     case WAIT_HEADERS: ready = r->headers_done || r->done; break;
     case WAIT_DATA: ready = r->len > r->off || r->done; break;
+    case WAIT_NEED: ready = r->upaused || r->done; break;
     default: ready = r->done; break;
   }
   if (ready) return must_raise(r, what) ? raise_transfer(L, r) : 0;
   if (r->op) luaL_error(L, "another task is already waiting on this HTTP response");
   lua_settop(L, 1);
   return wait_for(L, r, what);
+}
+
+/* req:feed(chunk | nil): adds a chunk to a streamed upload (nil: its end) and lets a waiting
+** upload go on. */
+static int req_feed(lua_State *L) {
+  hreq *r = checkreq(L, 1);
+  size_t n = 0;
+  const char *chunk = lua_isnoneornil(L, 2) ? NULL : luaL_checklstring(L, 2, &n);
+  if (!r->ustream) luaL_error(L, "feed: this request does not stream its body");
+  if (r->ueof) luaL_error(L, "feed: the body already ended");
+  if (chunk == NULL) {
+    r->ueof = 1;
+  } else if (n > 0) {
+    if (r->uoff > 0) {  /* compact: keep the unsent bytes at the front */
+      memmove(r->up, r->up + r->uoff, r->ulen - r->uoff);
+      r->ulen -= r->uoff;
+      r->uoff = 0;
+    }
+    if (!grow(&r->up, &r->ucap, r->ulen + n)) luaL_error(L, "not enough memory");
+    memcpy(r->up + r->ulen, chunk, n);
+    r->ulen += n;
+  }
+  if (r->upaused && !r->done) {
+    r->upaused = 0;
+    curl_easy_pause(r->easy, CURLPAUSE_CONT);  /* from a task, never from curl's callbacks */
+  }
+  return 0;
 }
 
 /* req:take([max]) -> the buffered body bytes (at most max), or nil when none are buffered.
@@ -530,7 +581,8 @@ static int req__gc(lua_State *L) {
   r->headers = NULL;
   free(r->body);
   free(r->hdr);
-  r->body = r->hdr = NULL;
+  free(r->up);
+  r->body = r->hdr = r->up = NULL;
   return 0;
 }
 
@@ -608,6 +660,19 @@ static int multi_request(lua_State *L) {
       lua_pop(L, 1);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+  }
+  lua_pop(L, 1);
+  if (getopt_type(L, 2, "body_stream", LUA_TBOOLEAN) != LUA_TNIL && lua_toboolean(L, -1)) {
+    /* the body comes from req:feed(): chunked (no length known) */
+    r->ustream = 1;
+    lua_getfield(L, 2, "method");
+    if (lua_isnil(L, -1) || strcmp(lua_tostring(L, -1), "POST") == 0)
+      curl_easy_setopt(e, CURLOPT_POST, 1L);
+    else
+      curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    lua_pop(L, 1);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
   }
   lua_pop(L, 1);
   if (getopt_type(L, 2, "body", LUA_TSTRING) != LUA_TNIL) {
@@ -767,6 +832,7 @@ void lasync__open_http(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg multi_meta[] = {{"__gc", multi__gc}, {NULL, NULL}};
   static const luaL_Reg req_methods[] = {
     {"wait", req_wait}, {"take", req_take}, {"info", req_info}, {"done", req_done},
+    {"feed", req_feed},
     {"headers_ready", req_headers_ready}, {"close", req_close}, {"_release", req_release},
     {NULL, NULL}
   };

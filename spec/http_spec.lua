@@ -197,6 +197,38 @@ describe("lasync.http", function()
     end)
   end)
 
+  describe("streamed uploads", function()
+    helper.it("body = a function: its chunks are sent (chunked) as curl asks; it may await", function()
+      local n = 0
+      local r = http.post(url("/echo"), { body = function()
+        n = n + 1
+        if n > 50 then return nil end
+        async.sleep(0)  -- a producer that awaits between chunks
+        return ("chunk %02d|"):format(n)
+      end })
+      local j = r:json()
+      assert.equal("POST", j.method)
+      assert.equal("chunked", j.headers["transfer-encoding"])
+      local want = {}
+      for i = 1, 50 do want[i] = ("chunk %02d|"):format(i) end
+      assert.equal(table.concat(want), j.body)
+    end)
+
+    helper.it("a large streamed PUT arrives whole; an error in the body function aborts", function()
+      local block, sent = ("x"):rep(65536), 0
+      local r = http.put(url("/echo"), { body = function()
+        if sent >= 40 then return nil end
+        sent = sent + 1
+        return block
+      end })
+      assert.equal("PUT", r:json().method)
+      assert.equal(40 * 65536, #r:json().body)
+      local ok, err = pcall(http.post, url("/echo"), { body = function() error("no more data", 0) end })
+      assert.is_false(ok)
+      assert.equal("no more data", err)
+    end)
+  end)
+
   describe("regressions", function()
     local function fake(body)
       return http.client({ transport = function() return { status = 200, body = body } end })

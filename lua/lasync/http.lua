@@ -373,12 +373,17 @@ local function build(c, opts)
     body = urlencode(opts.form)
     if not seen["content-type"] then add("Content-Type", "application/x-www-form-urlencoded") end
   end
-  if body ~= nil and type(body) ~= "string" then
-    error("http.request: body must be a string (function bodies are not supported yet)", 3)
+  local body_fn
+  if type(body) == "function" then  -- streamed: chunks until nil, sent as curl asks for them
+    body_fn, body = body, nil
+    if not seen["expect"] then add("Expect", "") end  -- no 1 s wait for "100 Continue"
+  elseif body ~= nil and type(body) ~= "string" then
+    error("http.request: body must be a string or a function returning chunks", 3)
   end
-  if method == nil then method = body and "POST" or "GET" end
+  if method == nil then method = (body or body_fn) and "POST" or "GET" end
   return {
     url = url, method = method, headers = headers, body = body,
+    body_fn = body_fn, body_stream = body_fn ~= nil,
     timeout = opts.timeout or c.timeout, connect_timeout = opts.connect_timeout,
     read_timeout = opts.read_timeout, follow_redirects = opts.follow_redirects,
     max_redirects = opts.max_redirects, http_version = opts.http_version or c.http_version,
@@ -389,6 +394,11 @@ local function build(c, opts)
 end
 
 local function fake(c, req)
+  if req.body_fn then  -- a fake transport sees the whole body
+    local parts = {}
+    for chunk in req.body_fn do parts[#parts + 1] = chunk end
+    req.body, req.body_fn, req.body_stream = concat(parts), nil, nil
+  end
   local out = c.transport(req)
   if type(out) ~= "table" then error("http: the transport must return a table", 3) end
   local headers = {}
@@ -410,7 +420,23 @@ end
 local function perform(c, req)
   if c.transport then return fake(c, req) end
   local h = multi_of(c):request(req)
-  local ok, err = pcall(h.wait, h, req.stream and "headers" or "done")
+  local ok, err = true, nil
+  if req.body_fn then  -- feed the body as curl drains it; the function may await
+    ok, err = pcall(function()
+      local body_fn = req.body_fn
+      while true do
+        local chunk = body_fn()
+        if chunk ~= nil and type(chunk) ~= "string" then
+          error(new_error("invalid", "http: a body function must return strings, then nil"), 0)
+        end
+        h:feed(chunk)
+        if chunk == nil or h:done() then return end
+        h:wait("need")
+        if h:done() then return end
+      end
+    end)
+  end
+  if ok then ok, err = pcall(h.wait, h, req.stream and "headers" or "done") end
   if not ok then
     h:close()
     error(err, 0)
@@ -472,8 +498,9 @@ function Client:request(opts)
   if type(opts) ~= "table" then error("http.request: options must be a table", 2) end
   local req = build(self, opts)
   local policy = self.retry
-  local allowed = policy and ((policy.methods and policy.methods[req.method]) or
-                              (policy.methods == nil and IDEMPOTENT[req.method]))
+  local allowed = policy and req.body_fn == nil and  -- a streamed body cannot be sent again
+                  ((policy.methods and policy.methods[req.method]) or
+                   (policy.methods == nil and IDEMPOTENT[req.method]))
   local attempt = 0
   while true do
     attempt = attempt + 1
