@@ -332,6 +332,28 @@ describe("lasync.http", function()
       assert.equal(200, c2:post(url("/retry-after/c/1/0"), { body = "x" }).status)
     end)
 
+    helper.it("max_connections bounds the pool: more requests wait for a connection", function()
+      local c = http.client({ max_connections = 2 })
+      local list = {}
+      for i = 1, 10 do list[i] = i end
+      local t0 = async.now()
+      local res = async.map(function() return c:get(url("/delay/0.1")).num_connects end, list)
+      local dt = async.now() - t0
+      local connects = 0
+      for i = 1, 10 do connects = connects + res[i] end
+      assert.is_true(connects <= 2, connects .. " connections")
+      assert.is_true(dt >= 0.45, "10 requests of 0.1 s over 2 connections took " .. dt)
+    end)
+
+    helper.it("proxy= sends requests through the proxy (absolute URL in the request line)", function()
+      local j = http.get("http://lasync-via-proxy.invalid/echo?x=1", { proxy = srv.url }):json()
+      assert.equal("http://lasync-via-proxy.invalid/echo?x=1", j.target)
+      assert.equal("/echo", j.path)
+      local c = http.client({ proxy = srv.url })
+      local via = c:get("http://lasync-via-proxy.invalid/echo"):json()
+      assert.equal("http://lasync-via-proxy.invalid/echo", via.target)
+    end)
+
     helper.it("a transport function replaces the network", function()
       local seen
       local c = http.client({ transport = function(req)

@@ -7,7 +7,8 @@ Binds 127.0.0.1 on an ephemeral port, writes "PORT PID" to the file named by its
 itself after LASYNC_TEST_SERVER_LIMIT seconds (default 600) so nothing outlives a run.
 Endpoints:
   /status/<code>             that status, body "status <code>"
-  /echo (any method)         JSON: method, path, query, headers, body
+  /echo (any method)         JSON: method, path, query, target (the request line's target:
+                             an absolute URL when sent through a proxy), headers, body
   /delay/<seconds>           waits, then "late"
   /drip/<n>/<interval>       chunked: n lines "line <i>", one every interval seconds
   /bytes/<n>                 n bytes, sent in 64 KiB writes
@@ -83,6 +84,7 @@ class Handler(BaseHTTPRequestHandler):
         if head == "echo":
             return self.reply(200, json.dumps({
                 "method": self.command, "path": url.path, "query": url.query,
+                "target": self.path,  # absolute when the request came through a proxy
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("latin-1")}), "application/json")
         if head == "delay":
