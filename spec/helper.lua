@@ -204,6 +204,75 @@ exit $status
   return r
 end
 
+-- {====== waiting in specs (sync, queues, rate limiter, HTTP) ======}
+-- settle(turns): lets every ready task run, several turns over (no timing involved)
+-- started(fn, ...): spawns fn and lets it run up to its first suspension
+-- finish(t [, secs]): awaits t, failing instead of hanging after secs (default 3)
+-- expect_cancelled(t [, secs]), expect_timeout(secs, fn, ...), expect_kind(kind, fn, ...),
+-- expect_plain_error(names, fn, ...), completes_without_suspending(fn, ...)
+-- (luassert's assert: busted gives it to spec files, not to the modules they require)
+local assert = require("luassert")
+
+function M.settle(turns)
+  for _ = 1, turns or 30 do async.yield() end
+end
+
+function M.started(fn, ...)
+  local t = async.spawn(fn, ...)
+  async.yield()
+  return t
+end
+
+function M.finish(t, secs)
+  return async.timeout(secs or 3, t.await, t)
+end
+
+function M.expect_cancelled(t, secs)
+  local ok, err = pcall(M.finish, t, secs)
+  assert.is_false(ok, "the task finished normally")
+  assert.is_true(async.is_cancelled(err), "expected Cancelled, got " .. tostring(err))
+end
+
+function M.expect_timeout(secs, fn, ...)
+  local ok, err = pcall(async.timeout, secs, fn, ...)
+  assert.is_false(ok, "did not wait")
+  assert.is_true(async.is_timeout(err), "expected a timeout, got " .. tostring(err))
+end
+
+-- fn(...) raises an error object of `kind`
+function M.expect_kind(kind, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected a " .. kind .. " error")
+  assert.is_table(err, "expected an error object, got " .. tostring(err))
+  assert.equal(kind, err.kind, tostring(err))
+  return err
+end
+
+function M.expect_plain_error(names, fn, ...)
+  local ok, err = pcall(fn, ...)
+  assert.is_false(ok, "expected an error")
+  assert.is_string(err, "expected a plain string error, got " .. tostring(err))
+  local low = err:lower()
+  for _, n in ipairs(names) do
+    if low:find(n:lower(), 1, true) then return err end
+  end
+  error("error message does not mention " .. table.concat(names, "/") .. ": " .. err, 2)
+end
+
+function M.completes_without_suspending(fn, ...)
+  local args = table.pack(...)
+  local t = async.spawn(function()
+    assert(async.current_task():cancel("self"))
+    local r = table.pack(pcall(fn, table.unpack(args, 1, args.n)))
+    local later = pcall(async.sleep, 0)
+    return r, later
+  end)
+  local r, later = t:await()
+  assert.is_true(r[1], "the call raised (it suspended and saw the cancellation): " .. tostring(r[2]))
+  assert.is_false(later)
+  return table.unpack(r, 2, r.n)
+end
+
 function M.cleanup()
   for _, p in ipairs(tmpfiles) do os.remove(p) end
   tmpfiles = {}

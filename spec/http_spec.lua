@@ -8,13 +8,7 @@ local srv
 
 local function url(path) return srv.url .. path end
 
-local function raises(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected a " .. kind .. " error")
-  assert.equal("table", type(err), tostring(err))
-  assert.equal(kind, err.kind, tostring(err))
-  return err
-end
+local raises = helper.expect_kind
 
 local function rss_kib()
   local f = io.open("/proc/self/status")

@@ -4,65 +4,10 @@
 local helper = require("spec.helper")
 local async = helper.async
 
-local function settle(turns)
-  for _ = 1, turns or 30 do async.yield() end
-end
-
-local function started(fn, ...)
-  local t = async.spawn(fn, ...)
-  async.yield()
-  return t
-end
-
-local function finish(t, secs)
-  return async.timeout(secs or 3, t.await, t)
-end
-
-local function expect_cancelled(t)
-  local ok, err = pcall(finish, t)
-  assert.is_false(ok, "the task finished normally")
-  assert.is_true(async.is_cancelled(err), "expected Cancelled, got " .. tostring(err))
-end
-
-local function expect_timeout(secs, fn, ...)
-  local ok, err = pcall(async.timeout, secs, fn, ...)
-  assert.is_false(ok, "did not wait")
-  assert.is_true(async.is_timeout(err), "expected a timeout, got " .. tostring(err))
-end
-
--- fn(...) raises an error object of `kind`
-local function expect_kind(kind, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected a " .. kind .. " error")
-  assert.is_table(err, "expected an error object, got " .. tostring(err))
-  assert.equal(kind, err.kind)
-  return err
-end
-
-local function expect_plain_error(names, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  assert.is_string(err, "expected a plain string error, got " .. tostring(err))
-  local low = err:lower()
-  for _, n in ipairs(names) do
-    if low:find(n:lower(), 1, true) then return err end
-  end
-  error("error message does not mention " .. table.concat(names, "/") .. ": " .. err, 2)
-end
-
-local function completes_without_suspending(fn, ...)
-  local args = table.pack(...)
-  local t = async.spawn(function()
-    assert(async.current_task():cancel("self"))
-    local r = table.pack(pcall(fn, table.unpack(args, 1, args.n)))
-    local later = pcall(async.sleep, 0)
-    return r, later
-  end)
-  local r, later = t:await()
-  assert.is_true(r[1], "the call raised (it suspended and saw the cancellation): " .. tostring(r[2]))
-  assert.is_false(later)
-  return table.unpack(r, 2, r.n)
-end
+local settle, started, finish = helper.settle, helper.started, helper.finish
+local expect_cancelled, expect_timeout = helper.expect_cancelled, helper.expect_timeout
+local expect_kind, expect_plain_error = helper.expect_kind, helper.expect_plain_error
+local completes_without_suspending = helper.completes_without_suspending
 
 -- takes everything left with get_nowait
 local function drain(q)

@@ -5,21 +5,10 @@
 local helper = require("spec.helper")
 local async = helper.async
 
-local function started(fn, ...)
-  local t = async.spawn(fn, ...)
-  async.yield()
-  return t
-end
-
-local function finish(t, secs)
-  return async.timeout(secs or 5, t.await, t)
-end
-
-local function expect_cancelled(t)
-  local ok, err = pcall(finish, t)
-  assert.is_false(ok, "the task finished normally")
-  assert.is_true(async.is_cancelled(err), "expected Cancelled, got " .. tostring(err))
-end
+local started = helper.started
+-- (rate limiter waits are longer: 5 s before a wait counts as hung)
+local function finish(t, secs) return helper.finish(t, secs or 5) end
+local function expect_cancelled(t) return helper.expect_cancelled(t, 5) end
 
 -- calls fn(...) `n` times; asserts that none of the calls suspended (another ready task did not
 -- get to run meanwhile)

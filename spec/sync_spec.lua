@@ -4,62 +4,10 @@
 local helper = require("spec.helper")
 local async = helper.async
 
--- lets every ready task run, several turns over (deterministic: no timing involved)
-local function settle(turns)
-  for _ = 1, turns or 30 do async.yield() end
-end
-
--- spawns fn and lets it run up to its first suspension
-local function started(fn, ...)
-  local t = async.spawn(fn, ...)
-  async.yield()
-  return t
-end
-
--- awaits t, failing (instead of hanging) when it does not finish within `secs`
-local function finish(t, secs)
-  return async.timeout(secs or 3, t.await, t)
-end
-
-local function expect_cancelled(t)
-  local ok, err = pcall(finish, t)
-  assert.is_false(ok, "the task finished normally")
-  assert.is_true(async.is_cancelled(err), "expected Cancelled, got " .. tostring(err))
-end
-
--- fn(...) is still waiting after `secs` seconds: raises a timeout
-local function expect_timeout(secs, fn, ...)
-  local ok, err = pcall(async.timeout, secs, fn, ...)
-  assert.is_false(ok, "did not wait")
-  assert.is_true(async.is_timeout(err), "expected a timeout, got " .. tostring(err))
-end
-
--- fn(...) raises a plain string that mentions one of `names` (case-insensitive)
-local function expect_plain_error(names, fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  assert.is_string(err, "expected a plain string error, got " .. tostring(err))
-  local low = err:lower()
-  for _, n in ipairs(names) do
-    if low:find(n:lower(), 1, true) then return err end
-  end
-  error("error message does not mention " .. table.concat(names, "/") .. ": " .. err, 2)
-end
-
--- a task that cancels itself and then calls fn(...): when fn completes without suspending,
--- the Cancelled is only delivered at the following sleep(0)
-local function completes_without_suspending(fn, ...)
-  local args = table.pack(...)
-  local t = async.spawn(function()
-    assert(async.current_task():cancel("self"))
-    local ok = pcall(fn, table.unpack(args, 1, args.n))
-    local later = pcall(async.sleep, 0)
-    return ok, later
-  end)
-  local ok, later = t:await()
-  assert.is_true(ok, "the call raised (it suspended and saw the cancellation)")
-  assert.is_false(later)
-end
+local settle, started, finish = helper.settle, helper.started, helper.finish
+local expect_cancelled, expect_timeout = helper.expect_cancelled, helper.expect_timeout
+local expect_plain_error = helper.expect_plain_error
+local completes_without_suspending = helper.completes_without_suspending
 
 -- {====== Event ======}
 
