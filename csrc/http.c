@@ -323,13 +323,13 @@ static void give_back_easy(hreq *r) {
 }
 
 static hmulti *checkmulti(lua_State *L, int idx) {
-  hmulti *hm = (hmulti *)luaL_checkudata(L, idx, LASYNC_HTTP_MULTI_MT);
+  hmulti *hm = (hmulti *)lasync__checkclass(L, lasync__rt(L), idx, LASYNC_CLS_HTTP_MULTI);
   if (hm->closed) luaL_error(L, "attempt to use a closed HTTP client");
   return hm;
 }
 
 static hreq *checkreq(lua_State *L, int idx) {
-  return (hreq *)luaL_checkudata(L, idx, LASYNC_HTTP_REQUEST_MT);
+  return (hreq *)lasync__checkclass(L, lasync__rt(L), idx, LASYNC_CLS_HTTP_REQUEST);
 }
 
 static const char *kind_of(CURLcode c, int read_timed_out, const char **phase) {
@@ -619,7 +619,7 @@ static int multi_request(lua_State *L) {
   memset(r, 0, sizeof *r);
   r->ref = LUA_NOREF;
   r->hm = hm;
-  luaL_setmetatable(L, LASYNC_HTTP_REQUEST_MT);  /* from here __gc frees what is made */
+  lasync__setclass(L, hm->rt, LASYNC_CLS_HTTP_REQUEST);  /* from here __gc frees what is made */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 3, REQ_UV_MULTI);  /* the client lives while its requests do */
   e = take_easy(hm);
@@ -798,7 +798,7 @@ static int core_http_multi(lua_State *L) {
   hm = (hmulti *)lua_newuserdatauv(L, sizeof *hm, 0);
   memset(hm, 0, sizeof *hm);
   hm->closed = 1;
-  luaL_setmetatable(L, LASYNC_HTTP_MULTI_MT);
+  lasync__setclass(L, rt, LASYNC_CLS_HTTP_MULTI);
   hm->rt = rt;
   hm->timer = (uv_timer_t *)malloc(sizeof *hm->timer);
   if (hm->timer == NULL) luaL_error(L, "not enough memory");
