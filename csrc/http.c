@@ -10,6 +10,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <curl/curl.h>
 #include "internal.h"
 
@@ -17,6 +18,9 @@
 #define LASYNC_HTTP_REQUEST_MT "lasync.http.request"
 #define HIGH_WATER (1 << 20)   /* buffered body bytes before the transfer is paused */
 #define IDLE_EASY_MAX 256      /* finished easy handles a client keeps for reuse */
+#define IDLE_CONN_MAX 256L
+#define IDLE_BUF_MAX 128       /* body and header buffers a client keeps for reuse ... */
+#define IDLE_BUF_SIZE 65536    /* ... if they are not larger than this */     /* idle connections a client keeps (without max_connections) */
 
 typedef struct sockctx sockctx;
 
@@ -26,16 +30,28 @@ typedef struct hmulti {
   CURLSH *share;
   uv_timer_t *timer;           /* malloc'd; freed in its close callback */
   sockctx *socks;              /* poll contexts still open */
+  sockctx **byfd;              /* the same, by socket: they outlive curl's interest in them */
+  int nbyfd;
   CURL *idle[IDLE_EASY_MAX];   /* finished easy handles, reset and reused by new requests */
   int nidle;
+  char *bufs[IDLE_BUF_MAX];    /* buffers of closed requests, reused by new ones */
+  size_t bufcap[IDLE_BUF_MAX];
+  int nbufs;
   int inflight;                /* easy handles in the multi */
   int in_timer;                /* inside on_timer's curl_multi_socket_action */
   int closed;
 } hmulti;
 
+/* A socket's poll handle lives as long as the socket, not just while curl watches it: a
+** keep-alive connection goes back to curl's pool after each transfer (CURL_POLL_REMOVE) and is
+** watched again by the next one. Keeping the handle, and leaving it polling for input while the
+** connection is idle, spares two epoll_ctl calls and a handle per request; curl's close-socket
+** callback ends it (before the socket is closed, as libuv requires). */
 struct sockctx {
   uv_poll_t poll;              /* must be first: freed in the close callback */
   curl_socket_t fd;
+  int events;                  /* what the poll handle watches now (UV_READABLE, ...) */
+  int wanted;                  /* what curl asked to watch; 0 after CURL_POLL_REMOVE */
   hmulti *hm;
   sockctx *next, **pprev;
 };
@@ -126,6 +142,12 @@ static void check_done(hmulti *hm) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   sockctx *c = (sockctx *)h;
   int flags = 0, running;
+  if (c->wanted == 0) {  /* an idle pooled connection: the server closed it, or talks out of
+                         ** turn; curl finds out when it next uses it, stop watching till then */
+    uv_poll_stop(&c->poll);
+    c->events = 0;
+    return;
+  }
   if (status < 0)
     flags = CURL_CSELECT_ERR;
   else {
@@ -146,45 +168,90 @@ static void on_timer(uv_timer_t *h) {
 }
 
 static void close_sock(sockctx *c) {
+  hmulti *hm = c->hm;
   uv_poll_stop(&c->poll);
   *c->pprev = c->next;
   if (c->next) c->next->pprev = c->pprev;
+  if (c->fd >= 0 && c->fd < hm->nbyfd && hm->byfd[c->fd] == c) hm->byfd[c->fd] = NULL;
   uv_close((uv_handle_t *)&c->poll, free_handle);
 }
 
-/* CURLMOPT_SOCKETFUNCTION: one uv_poll per socket, created when curl first wants the socket and
-** closed when curl no longer watches it. Calls no curl function but curl_multi_assign. */
+static sockctx *find_sock(hmulti *hm, curl_socket_t s) {
+  return (s >= 0 && s < hm->nbyfd) ? hm->byfd[s] : NULL;
+}
+
+static sockctx *new_sock(hmulti *hm, curl_socket_t s) {
+  sockctx *c;
+  if (s < 0) return NULL;
+  if (s >= hm->nbyfd) {
+    int n = hm->nbyfd ? hm->nbyfd : 64;
+    sockctx **t;
+    while (n <= s) n *= 2;
+    t = (sockctx **)realloc(hm->byfd, (size_t)n * sizeof *t);
+    if (t == NULL) return NULL;
+    memset(t + hm->nbyfd, 0, (size_t)(n - hm->nbyfd) * sizeof *t);
+    hm->byfd = t;
+    hm->nbyfd = n;
+  }
+  c = (sockctx *)malloc(sizeof *c);
+  if (c == NULL) return NULL;
+  if (uv_poll_init_socket(hm->rt->loop, &c->poll, s) != 0) {
+    free(c);
+    return NULL;
+  }
+  c->fd = s;
+  c->hm = hm;
+  c->events = c->wanted = 0;
+  c->next = hm->socks;
+  if (c->next) c->next->pprev = &c->next;
+  c->pprev = &hm->socks;
+  hm->socks = c;
+  hm->byfd[s] = c;
+  return c;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: starts, changes or pauses the socket's poll handle (see sockctx).
+** Calls no curl function but curl_multi_assign. */
 static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *socketp) {
   hmulti *hm = (hmulti *)userp;
   sockctx *c = (sockctx *)socketp;
   int events = 0;
   (void)e;
+  if (c == NULL) c = find_sock(hm, s);
   if (what == CURL_POLL_REMOVE) {
     if (c) {
-      curl_multi_assign(hm->multi, s, NULL);
-      close_sock(c);
+      c->wanted = 0;  /* an idle connection: its poll stays, watching for input, see on_poll */
+      if (c->events & UV_WRITABLE) {
+        uv_poll_stop(&c->poll);
+        c->events = 0;
+      }
+      uv_unref((uv_handle_t *)&c->poll);  /* an idle connection does not keep the loop alive */
     }
     return 0;
   }
   if (c == NULL) {
-    c = (sockctx *)malloc(sizeof *c);
+    c = new_sock(hm, s);
     if (c == NULL) return -1;
-    if (uv_poll_init_socket(hm->rt->loop, &c->poll, s) != 0) {
-      free(c);
-      return -1;
-    }
-    c->fd = s;
-    c->hm = hm;
-    c->next = hm->socks;
-    if (c->next) c->next->pprev = &c->next;
-    c->pprev = &hm->socks;
-    hm->socks = c;
-    curl_multi_assign(hm->multi, s, c);
   }
+  curl_multi_assign(hm->multi, s, c);
   if (what & CURL_POLL_IN) events |= UV_READABLE;
   if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-  uv_poll_start(&c->poll, events, on_poll);
+  c->wanted = events;
+  uv_ref((uv_handle_t *)&c->poll);
+  if (events != c->events) {  /* uv_poll_start always re-registers the socket: only on change */
+    uv_poll_start(&c->poll, events, on_poll);
+    c->events = events;
+  }
   return 0;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION: the socket's poll handle goes first (libuv must not poll a
+** closed descriptor), then the socket. */
+static int on_closesocket(void *userp, curl_socket_t s) {
+  hmulti *hm = (hmulti *)userp;
+  sockctx *c = find_sock(hm, s);
+  if (c) close_sock(c);
+  return close(s);
 }
 
 /* CURLMOPT_TIMERFUNCTION: only re-arms the uv_timer (curl must not be called from here).
@@ -320,6 +387,25 @@ static void give_back_easy(hreq *r) {
     hm->idle[hm->nidle++] = e;
   else
     curl_easy_cleanup(e);
+}
+
+/* A buffer of a closed request goes back to its client, or away. */
+static void give_back_buf(hmulti *hm, char **p, size_t *cap) {
+  if (*p != NULL && !hm->closed && hm->nbufs < IDLE_BUF_MAX && *cap <= IDLE_BUF_SIZE) {
+    hm->bufs[hm->nbufs] = *p;
+    hm->bufcap[hm->nbufs++] = *cap;
+  } else {
+    free(*p);
+  }
+  *p = NULL;
+  *cap = 0;
+}
+
+static void take_buf(hmulti *hm, char **p, size_t *cap) {
+  if (hm->nbufs > 0) {
+    *p = hm->bufs[--hm->nbufs];
+    *cap = hm->bufcap[hm->nbufs];
+  }
 }
 
 static hmulti *checkmulti(lua_State *L, int idx) {
@@ -533,6 +619,22 @@ static int req_info(lua_State *L) {
   return 7;
 }
 
+static int req_close(lua_State *L);
+
+/* req:finish() -> status, raw header block, effective url, http version, elapsed seconds,
+** connects made, body: for a transfer that is over, what info() and take() would give; then
+** closes the request (one call instead of four for the common, buffered response). */
+static int req_finish(lua_State *L) {
+  hreq *r = checkreq(L, 1);
+  lua_settop(L, 1);
+  req_info(L);
+  lua_pop(L, 1);  /* done */
+  lua_pushlstring(L, r->body ? r->body + r->off : "", r->len - r->off);
+  r->off = r->len = 0;
+  req_close(L);
+  return 7;
+}
+
 /* req:done() -> finished, failed */
 static int req_done(lua_State *L) {
   hreq *r = checkreq(L, 1);
@@ -552,9 +654,9 @@ static int req_close(lua_State *L) {
   req_abort(r);
   release_ref(L, r);
   give_back_easy(r);
-  free(r->body);
-  r->body = NULL;
-  r->len = r->off = r->cap = 0;
+  give_back_buf(r->hm, &r->body, &r->cap);
+  give_back_buf(r->hm, &r->hdr, &r->hcap);
+  r->len = r->off = r->hlen = 0;
   return 0;
 }
 
@@ -619,6 +721,8 @@ static int multi_request(lua_State *L) {
   memset(r, 0, sizeof *r);
   r->ref = LUA_NOREF;
   r->hm = hm;
+  take_buf(hm, &r->body, &r->cap);
+  take_buf(hm, &r->hdr, &r->hcap);
   lasync__setclass(L, hm->rt, LASYNC_CLS_HTTP_REQUEST);  /* from here __gc frees what is made */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 3, REQ_UV_MULTI);  /* the client lives while its requests do */
@@ -628,6 +732,8 @@ static int multi_request(lua_State *L) {
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
+  curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hm);
   curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -769,7 +875,11 @@ static void multi_shutdown(hmulti *hm) {
   hm->closed = 1;
   curl_multi_cleanup(hm->multi);  /* requests left it already (they anchor the client) */
   while (hm->nidle > 0) curl_easy_cleanup(hm->idle[--hm->nidle]);
+  while (hm->nbufs > 0) free(hm->bufs[--hm->nbufs]);
   while (hm->socks) close_sock(hm->socks);
+  free(hm->byfd);
+  hm->byfd = NULL;
+  hm->nbyfd = 0;
   if (hm->share) curl_share_cleanup(hm->share);
   hm->timer->data = NULL;
   uv_timer_stop(hm->timer);
@@ -822,6 +932,9 @@ static int core_http_multi(lua_State *L) {
   curl_multi_setopt(hm->multi, CURLMOPT_PIPELINING, (long)CURLPIPE_MULTIPLEX);
   if (maxc > 0) curl_multi_setopt(hm->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)maxc);
   if (maxh > 0) curl_multi_setopt(hm->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)maxh);
+  /* idle connections kept for reuse: curl's default (4 per easy handle in the multi) shrinks
+  ** whenever few requests are in flight, and a fan-out then reconnects over and over */
+  curl_multi_setopt(hm->multi, CURLMOPT_MAXCONNECTS, maxc > 0 ? (long)maxc : IDLE_CONN_MAX);
   return 1;
 }
 
@@ -832,7 +945,7 @@ void lasync__open_http(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg multi_meta[] = {{"__gc", multi__gc}, {NULL, NULL}};
   static const luaL_Reg req_methods[] = {
     {"wait", req_wait}, {"take", req_take}, {"info", req_info}, {"done", req_done},
-    {"feed", req_feed},
+    {"feed", req_feed}, {"finish", req_finish},
     {"headers_ready", req_headers_ready}, {"close", req_close}, {"_release", req_release},
     {NULL, NULL}
   };

@@ -21,6 +21,20 @@ describe("lasync.http", function()
   setup(function() srv = servers.http() end)
   teardown(function() srv.stop() end)
 
+  it("an idle pooled connection does not hide a deadlock from async.run", function()
+    -- in a subprocess (bounded by a timeout): the failure this guards against is a hang
+    local r = helper.lua(([[
+      local async, http = require("lasync"), require("lasync.http")
+      local c = http.client()
+      print(pcall(async.run, function()
+        assert(c:get(%q).status == 200)
+        async.Event():wait()  -- nothing can ever set it: the connection kept for reuse can't
+      end))
+    ]]):format(url("/status/200")))
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("^false\t.*deadlock", r.stdout)
+  end)
+
   describe("requests and responses", function()
     helper.it("GET with an escaped query and headers; status, ok, url, http_version, elapsed", function()
       local r = http.get(url("/echo"), { query = { q = "a b&c", n = 1 }, headers = { ["X-Test"] = "yes" } })
@@ -337,6 +351,45 @@ describe("lasync.http", function()
       for i = 1, 10 do connects = connects + res[i] end
       assert.is_true(connects <= 2, connects .. " connections")
       assert.is_true(dt >= 0.45, "10 requests of 0.1 s over 2 connections took " .. dt)
+    end)
+
+    helper.it("max_per_host bounds connections to each host, not to all hosts", function()
+      local c = http.client({ max_per_host = 1 })
+      local other = url("/delay/0.3"):gsub("127%.0%.0%.1", "localhost")
+      local list = {}
+      for i = 1, 6 do list[i] = i <= 3 and url("/delay/0.3") or other end
+      local t0 = async.now()
+      local res = async.map(function(u) return c:get(u).num_connects end, list)
+      local dt = async.now() - t0
+      local connects = 0
+      for i = 1, 6 do connects = connects + res[i] end
+      assert.is_true(connects <= 2, connects .. " connections")
+      assert.is_true(dt >= 0.85, "3 requests of 0.3 s over 1 connection took " .. dt)
+      assert.is_true(dt < 1.6, "the two hosts did not run in parallel: " .. dt)
+    end)
+
+    helper.it("sequential requests reuse one keep-alive connection", function()
+      local c = http.client()
+      local connects = 0
+      for _ = 1, 50 do
+        local r = c:get(url("/status/200"))
+        assert.equal(200, r.status)
+        connects = connects + r.num_connects
+      end
+      assert.equal(1, connects)
+    end)
+
+    helper.it("a pooled connection the server closed is replaced on the next request", function()
+      local c = http.client()
+      local r = c:get(url("/idle-close/0.05"))
+      assert.equal("then closed", r.body)
+      assert.equal(1, r.num_connects)
+      async.sleep(0.3)  -- the server drops the idle connection meanwhile
+      r = c:get(url("/status/200"))
+      assert.equal(200, r.status)
+      assert.equal(1, r.num_connects)  -- a new connection
+      r = c:get(url("/status/200"))
+      assert.equal(0, r.num_connects)  -- and that one is kept
     end)
 
     helper.it("proxy= sends requests through the proxy (absolute URL in the request line)", function()

@@ -12,7 +12,7 @@ local core = require("lasync.core")
 local M = {}
 
 local type, error, pairs, ipairs, tostring, tonumber = type, error, pairs, ipairs, tostring, tonumber
-local setmetatable, getmetatable, pcall = setmetatable, getmetatable, pcall
+local setmetatable, getmetatable, pcall, next = setmetatable, getmetatable, pcall, next
 local concat = table.concat
 local fmt, lower = string.format, string.lower
 
@@ -347,50 +347,71 @@ local function multi_of(c)
   return m
 end
 
-local function build(c, opts)
-  local url = opts.url
-  if type(url) ~= "string" then error("http.request: url must be a string", 3) end
-  url = with_query(join_url(c.base_url, url), opts.query)
-  local method = opts.method and opts.method:upper() or nil
-  local headers, seen = {}, {}
-  local function add(name, value)
-    local key = lower(name)
-    if seen[key] ~= nil then headers[seen[key]] = name .. ": " .. tostring(value); return end
-    headers[#headers + 1] = name .. ": " .. tostring(value)
-    seen[key] = #headers
+-- Appends "Name: value" to the header list, replacing an earlier header of the same name (any
+-- case); seen maps lower-case names to list positions.
+local function add_header(headers, seen, name, value)
+  local key = lower(name)
+  local at = seen[key]
+  if at == nil then
+    at = #headers + 1
+    seen[key] = at
   end
-  if next(c.headers) then
-    for k, v in pairs(c.headers) do add(k, v) end
-  end
-  if opts.headers then
-    for k, v in pairs(opts.headers) do add(k, v) end
+  headers[at] = name .. ": " .. tostring(value)
+end
+
+-- The request table lasync.core's multi:request reads. Only the options given are set: most
+-- requests (a GET of a URL) carry three fields, and a small table is cheap to build.
+local function build(c, opts, url, method)
+  if type(url) ~= "string" then error("http.request: url must be a string", 4) end
+  url = join_url(c.base_url, url)
+  if opts.query ~= nil then url = with_query(url, opts.query) end
+  method = method and method:upper() or nil
+  local headers, seen
+  if next(c.headers) or opts.headers or opts.json ~= nil or opts.form ~= nil
+     or opts.body ~= nil then
+    headers, seen = {}, {}
+    for k, v in pairs(c.headers) do add_header(headers, seen, k, v) end
+    if opts.headers then
+      for k, v in pairs(opts.headers) do add_header(headers, seen, k, v) end
+    end
   end
   local body = opts.body
   if opts.json ~= nil then
     body = json_encode(opts.json)
-    if not seen["content-type"] then add("Content-Type", "application/json") end
+    if not seen["content-type"] then add_header(headers, seen, "Content-Type", "application/json") end
   elseif opts.form ~= nil then
     body = urlencode(opts.form)
-    if not seen["content-type"] then add("Content-Type", "application/x-www-form-urlencoded") end
+    if not seen["content-type"] then
+      add_header(headers, seen, "Content-Type", "application/x-www-form-urlencoded")
+    end
   end
-  local body_fn
+  local req = { url = url, headers = headers }
   if type(body) == "function" then  -- streamed: chunks until nil, sent as curl asks for them
-    body_fn, body = body, nil
-    if not seen["expect"] then add("Expect", "") end  -- no 1 s wait for "100 Continue"
-  elseif body ~= nil and type(body) ~= "string" then
-    error("http.request: body must be a string or a function returning chunks", 3)
+    req.body_fn, req.body_stream = body, true
+    if not seen["expect"] then add_header(headers, seen, "Expect", "") end  -- no 1 s "100 Continue"
+  elseif body ~= nil then
+    if type(body) ~= "string" then
+      error("http.request: body must be a string or a function returning chunks", 4)
+    end
+    req.body = body
   end
-  if method == nil then method = (body or body_fn) and "POST" or "GET" end
-  return {
-    url = url, method = method, headers = headers, body = body,
-    body_fn = body_fn, body_stream = body_fn ~= nil,
-    timeout = opts.timeout or c.timeout, connect_timeout = opts.connect_timeout,
-    read_timeout = opts.read_timeout, follow_redirects = opts.follow_redirects,
-    max_redirects = opts.max_redirects, http_version = opts.http_version or c.http_version,
-    verify = opts.verify == nil and c.verify or opts.verify,
-    ca_file = opts.ca_file or c.ca_file, proxy = opts.proxy or c.proxy,
-    stream = opts.stream and true or false, accept_encoding = opts.decompress,
-  }
+  req.method = method or ((body ~= nil) and "POST" or "GET")
+  local v = opts.timeout or c.timeout
+  if v ~= nil then req.timeout = v end
+  if opts.connect_timeout ~= nil then req.connect_timeout = opts.connect_timeout end
+  if opts.read_timeout ~= nil then req.read_timeout = opts.read_timeout end
+  if opts.follow_redirects ~= nil then req.follow_redirects = opts.follow_redirects end
+  if opts.max_redirects ~= nil then req.max_redirects = opts.max_redirects end
+  v = opts.http_version or c.http_version
+  if v ~= nil then req.http_version = v end
+  if opts.verify ~= nil then req.verify = opts.verify elseif c.verify ~= nil then req.verify = c.verify end
+  v = opts.ca_file or c.ca_file
+  if v ~= nil then req.ca_file = v end
+  v = opts.proxy or c.proxy
+  if v ~= nil then req.proxy = v end
+  if opts.stream then req.stream = true end
+  if opts.decompress ~= nil then req.accept_encoding = opts.decompress end
+  return req
 end
 
 local function fake(c, req)
@@ -441,26 +462,19 @@ local function perform(c, req)
     h:close()
     error(err, 0)
   end
-  local status, raw, url, version, elapsed, connects = h:info()
-  local r = new_response({
-    status = status, _raw = raw, url = url, http_version = version, elapsed = elapsed,
-    num_connects = connects,
-  })
   if req.stream then
-    r._req = h
-  else
-    local body = h:take() or ""  -- usually one piece: no table, no copy
-    local more = h:take()
-    if more then
-      local parts = { body, more }
-      for chunk in h.take, h do parts[#parts + 1] = chunk end
-      body = concat(parts)
-    end
-    r.body = body
-    r._pending = r.body ~= "" and r.body or nil  -- read(), lines(), sse() on any response
-    h:close()
+    local status, raw, url, version, elapsed, connects = h:info()
+    return setmetatable({
+      status = status, ok = status >= 200 and status < 300, _raw = raw, url = url,
+      http_version = version, elapsed = elapsed, num_connects = connects, _req = h,
+    }, Response)
   end
-  return r
+  local status, raw, url, version, elapsed, connects, body = h:finish()  -- closes h
+  return setmetatable({
+    status = status, ok = status >= 200 and status < 300, _raw = raw, url = url,
+    http_version = version, elapsed = elapsed, num_connects = connects, body = body,
+    _pending = body ~= "" and body or nil,  -- read(), lines(), sse() on any response
+  }, Response)
 end
 
 -- Seconds to wait before the next attempt: Retry-After (seconds or an HTTP date), else
@@ -493,12 +507,13 @@ local function retryable_status(policy, status)
   return false
 end
 
-function Client:request(opts)
-  if getmetatable(self) ~= Client then error("Client:request: call it as client:request{...}", 2) end
-  if type(opts) ~= "table" then error("http.request: options must be a table", 2) end
-  local req = build(self, opts)
+local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
+
+local function request(self, opts, url, method)
+  local req = build(self, opts, url, method)
   local policy = self.retry
-  local allowed = policy and req.body_fn == nil and  -- a streamed body cannot be sent again
+  if policy == nil then return perform(self, req) end
+  local allowed = req.body_fn == nil and  -- a streamed body cannot be sent again
                   ((policy.methods and policy.methods[req.method]) or
                    (policy.methods == nil and IDEMPOTENT[req.method]))
   local attempt = 0
@@ -520,12 +535,18 @@ function Client:request(opts)
   end
 end
 
+function Client:request(opts)
+  if getmetatable(self) ~= Client then error("Client:request: call it as client:request{...}", 2) end
+  if type(opts) ~= "table" then error("http.request: options must be a table", 2) end
+  return request(self, opts, opts.url, opts.method)
+end
+
 local function shorthand(method)
   return function(self, url, opts)
-    local o = {}
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.url, o.method = url, method
-    return self:request(o)
+    if getmetatable(self) ~= Client then error("Client:" .. method:lower() .. ": call it with ':'", 2) end
+    if opts == nil then opts = EMPTY
+    elseif type(opts) ~= "table" then error("http." .. method:lower() .. ": options must be a table", 2) end
+    return request(self, opts, url, method)
   end
 end
 

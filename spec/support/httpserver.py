@@ -16,6 +16,7 @@ Endpoints:
   /redirect/<n>              302 to /redirect/<n-1>, and /redirect/0 is 200 "landed"
   /loop                      302 to itself
   /drop                      promises 100000 bytes, sends 1000, then shuts the connection
+  /idle-close/<seconds>      "then closed" (kept alive), then closes the idle connection later
   /retry-after/<key>/<n>/<v> 429 with Retry-After: <v> for the first n requests of <key>, then 200
   /sse/<name>                a Server-Sent Events stream from SSE_STREAMS (chunk by chunk)
 """
@@ -129,6 +130,13 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"x" * 1000)
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
+            self.close_connection = True
+            return
+        if head == "idle-close":
+            # a normal keep-alive response; the server then drops the idle connection
+            self.reply(200, "then closed")
+            self.wfile.flush()
+            time.sleep(float(parts[1]))
             self.close_connection = True
             return
         if head == "retry-after":
