@@ -4,7 +4,8 @@
 # Idempotent and quiet: does nothing when everything is there.
 set -euo pipefail
 PKGS=(make gcc pkg-config lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev
-      lua-busted lua-cjson luarocks lua-check lua-luv valgrind python3 openssl nghttp2-server)
+      lua-busted lua-cjson luarocks lua-check lua-luv valgrind python3 openssl nghttp2-server
+      brotli zstd)
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(nginx-light libnginx-mod-http-echo wrk python3-aiohttp lua-http lua5.3)
 fi

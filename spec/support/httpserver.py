@@ -13,6 +13,7 @@ Endpoints:
   /drip/<n>/<interval>       chunked: n lines "line <i>", one every interval seconds
   /bytes/<n>                 n bytes, sent in 64 KiB writes
   /gzip                      a gzip-encoded body ("hello gzip" x 100)
+  /br, /zstd                 "hello " then "br" (or "zstd") x 100, brotli- (zstd-) encoded
   /redirect/<n>              302 to /redirect/<n-1>, and /redirect/0 is 200 "landed"
   /loop                      302 to itself
   /drop                      promises 100000 bytes, sends 1000, then shuts the connection
@@ -20,7 +21,7 @@ Endpoints:
   /retry-after/<key>/<n>/<v> 429 with Retry-After: <v> for the first n requests of <key>, then 200
   /sse/<name>                a Server-Sent Events stream from SSE_STREAMS (chunk by chunk)
 """
-import gzip, json, os, socket, socketserver, ssl, sys, threading, time, urllib.parse
+import gzip, json, os, socket, socketserver, ssl, subprocess, sys, threading, time, urllib.parse
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 SSE_STREAMS = {
@@ -113,6 +114,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(block[:k])
                 left -= k
             return
+        if head in ("br", "zstd"):  # compressed by the Debian tools of those names
+            tool = ["brotli", "-c"] if head == "br" else ["zstd", "-q", "-c"]
+            packed = subprocess.run(tool, input=b"hello " + head.encode() * 100,
+                                    stdout=subprocess.PIPE, check=True).stdout
+            return self.reply(200, packed, headers=[("Content-Encoding", head)])
         if head == "gzip":
             return self.reply(200, gzip.compress(b"hello gzip" * 100),
                               headers=[("Content-Encoding", "gzip")])
