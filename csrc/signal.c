@@ -182,9 +182,16 @@ static int signal_raise(lua_State *L) {
   return 0;
 }
 
-/* core.signal_number(name) -> number (raises for an unknown name) */
+/* core.signal_number(name) -> number, or nil for an unknown name */
 static int signal_number(lua_State *L) {
-  lua_pushinteger(L, checksignal(L, 1));
+  const char *name = luaL_checkstring(L, 1);
+  int i;
+  for (i = 0; signals[i].name; i++)
+    if (strcmp(name, signals[i].name) == 0 || strcmp(name, signals[i].name + 3) == 0) {
+      lua_pushinteger(L, signals[i].num);
+      return 1;
+    }
+  lua_pushnil(L);
   return 1;
 }
 

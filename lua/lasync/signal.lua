@@ -13,10 +13,25 @@ local core = require("lasync.core")
 local M = {}
 
 local type, error, setmetatable, tostring = type, error, setmetatable, tostring
-local watch, spawn = core.signal_watch, core.spawn
+local watch, spawn, number = core.signal_watch, core.spawn, core.signal_number
+
+-- checks the signal name of a public function (argument errors point at its caller)
+local function checkname(fname, name)
+  if type(name) ~= "string" then
+    error(("bad argument #1 to '%s' (string expected, got %s)"):format(fname, type(name)), 3)
+  end
+  local n = number(name)
+  if n == nil then
+    error(("bad argument #1 to '%s' (unknown signal '%s')"):format(fname, name), 3)
+  end
+  if fname ~= "raise" and (n == number("SIGKILL") or n == number("SIGSTOP")) then
+    error(("bad argument #1 to '%s' (%s cannot be caught)"):format(fname, name), 3)
+  end
+end
 
 -- wait(name) -> name: suspends the calling task until the signal arrives
 function M.wait(name)
+  checkname("wait", name)
   local w <close> = watch(name)
   w:wait()
   return name
@@ -45,6 +60,7 @@ end
 
 -- on(name, fn) -> handle: fn(name) runs in a new task each time the signal arrives
 function M.on(name, fn)
+  checkname("on", name)
   if type(fn) ~= "function" then
     error("bad argument #2 to 'on' (function expected, got " .. type(fn) .. ")", 2)
   end
@@ -62,6 +78,9 @@ function M.on(name, fn)
 end
 
 -- raise(name): sends the signal to this process
-M.raise = core.signal_raise
+function M.raise(name)
+  checkname("raise", name)
+  return core.signal_raise(name)
+end
 
 return M
