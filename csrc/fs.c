@@ -22,6 +22,7 @@
 
 #define LASYNC_FILE_MT "lasync.fs.File"  /* also in error.c's class names */
 #define CHUNK 65536                      /* bytes per read request, at least */
+#define MAXREAD (1 << 24)                /* bytes per read request, at most */
 #define MAXNUM 200                       /* longest numeral read("n") accepts (as liolib) */
 
 typedef struct lfile lfile;
@@ -534,7 +535,7 @@ static int fill(lua_State *L, lfile *f) {
   lasync_op *op;
   freq *r;
   uv_buf_t b;
-  if (n > (1u << 30)) n = 1u << 30;
+  if (n > MAXREAD) n = MAXREAD;  /* read(1e9) on a small file must not allocate 1 GB */
   op = lasync_op_new(L);
   r = freq_new(L, op, REQ_READ);
   r->data = (char *)malloc(n);
