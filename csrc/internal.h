@@ -282,5 +282,8 @@ void lasync__open_timer(lua_State *L, lasync__runtime *rt);
 void lasync__open_fs(lua_State *L, lasync__runtime *rt);
 void lasync__open_dns(lua_State *L, lasync__runtime *rt);
 void lasync__open_signal(lua_State *L, lasync__runtime *rt);
+/* Signal names ("SIGTERM", also "TERM") and numbers; 0 / NULL when unknown. */
+int lasync__signal_number(const char *name);
+const char *lasync__signal_name(int signum);
 
 #endif

@@ -43,21 +43,32 @@ LASYNC_API void lasync_set_signal_hook(void (*hook)(int signum)) {
   release_hook = hook;
 }
 
-/* The signal named at idx ("SIGINT" or "INT"); raises an argument error otherwise. */
-static int checksignal(lua_State *L, int idx) {
-  const char *name = luaL_checkstring(L, idx);
+int lasync__signal_number(const char *name) {
   int i;
   for (i = 0; signals[i].name; i++)
     if (strcmp(name, signals[i].name) == 0 || strcmp(name, signals[i].name + 3) == 0)
       return signals[i].num;
-  return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  return 0;
+}
+
+const char *lasync__signal_name(int signum) {
+  int i;
+  for (i = 0; signals[i].name; i++)
+    if (signals[i].num == signum) return signals[i].name;
+  return NULL;
+}
+
+/* The signal named at idx ("SIGINT" or "INT"); raises an argument error otherwise. */
+static int checksignal(lua_State *L, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  int signum = lasync__signal_number(name);
+  if (signum == 0) return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  return signum;
 }
 
 static const char *signame(int num) {
-  int i;
-  for (i = 0; signals[i].name; i++)
-    if (signals[i].num == num) return signals[i].name;
-  return "?";
+  const char *name = lasync__signal_name(num);
+  return name ? name : "?";
 }
 
 static void free_handle(uv_handle_t *h) {
@@ -184,14 +195,11 @@ static int signal_raise(lua_State *L) {
 
 /* core.signal_number(name) -> number, or nil for an unknown name */
 static int signal_number(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  int i;
-  for (i = 0; signals[i].name; i++)
-    if (strcmp(name, signals[i].name) == 0 || strcmp(name, signals[i].name + 3) == 0) {
-      lua_pushinteger(L, signals[i].num);
-      return 1;
-    }
-  lua_pushnil(L);
+  int signum = lasync__signal_number(luaL_checkstring(L, 1));
+  if (signum == 0)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, signum);
   return 1;
 }
 
