@@ -2,8 +2,9 @@
 ** fs.c: files on libuv's thread pool (uv_fs_*). Every call suspends only the calling task.
 **
 ** Path operations (stat, scandir, mkdir, unlink, rmdir, rename, open) and the File object
-** (lasync.fs.File: read, write, seek, lines, close), shaped like Lua's io files. The Lua layer
-** (lua/lasync/fs.lua) composes them: read_file, write_file, mkdir with parents, remove, exists.
+** (lasync.fs.File: read, write, seek, lines, close), shaped like Lua's io files; read_file and
+** write_file as one thread-pool job each (uv_queue_work: open, read or write, close). The Lua
+** layer (lua/lasync/fs.lua) composes the rest: mkdir with parents, remove, exists, lines.
 **
 ** Lifetimes: each request is a malloc'd `freq`. While a task waits, the op API keeps the task
 ** anchored and the task's stack keeps the File alive. When the task is cancelled, the request
@@ -872,6 +873,181 @@ static int fs_open(lua_State *L) {
                   open_deliver);
 }
 
+/* {====== whole files in one thread-pool job ======} */
+
+/* read_file and write_file do open, read or write, and close in one uv_queue_work job: one
+** trip to the thread pool instead of three or four. Same lifetime rules as freq. */
+typedef struct wjob {
+  uv_work_t work;
+  lasync_op *op;               /* the waiting task's op; NULL once abandoned */
+  char *path;
+  char *data;                  /* read: the content; write: a copy of the data */
+  size_t len, cap;
+  int flags;                   /* open flags; O_WRONLY for a write */
+  int err;                     /* a libuv error code, or 0 */
+  const char *syscall;         /* the call that failed */
+  unsigned char done;
+} wjob;
+
+static void wjob_free(wjob *j) {
+  free(j->path);
+  free(j->data);
+  free(j);
+}
+
+static void whole_work(uv_work_t *w) {
+  wjob *j = (wjob *)w->data;
+  int fd;
+  do fd = open(j->path, j->flags, 0666); while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    j->err = uv_translate_sys_error(errno);
+    j->syscall = "open";
+    return;
+  }
+  if ((j->flags & O_ACCMODE) == O_RDONLY) {
+    struct stat st;
+    size_t want = (fstat(fd, &st) == 0 && st.st_size > 0) ? (size_t)st.st_size + 1 : CHUNK;
+    for (;;) {
+      ssize_t n;
+      if (j->len == j->cap) {  /* full: the file is longer than its size said, or grew */
+        size_t cap = j->cap ? j->cap * 2 : want;
+        char *nb;
+        nb = (char *)realloc(j->data, cap);
+        if (nb == NULL) {
+          j->err = UV_ENOMEM;
+          j->syscall = "read";
+          break;
+        }
+        j->data = nb;
+        j->cap = cap;
+      }
+      n = read(fd, j->data + j->len, j->cap - j->len);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        j->err = uv_translate_sys_error(errno);
+        j->syscall = "read";
+        break;
+      }
+      if (n == 0) break;
+      j->len += (size_t)n;
+    }
+  } else {
+    size_t off = 0;
+    while (off < j->len) {
+      ssize_t n = write(fd, j->data + off, j->len - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        j->err = uv_translate_sys_error(errno);
+        j->syscall = "write";
+        break;
+      }
+      off += (size_t)n;
+    }
+  }
+  if (close(fd) < 0 && j->err == 0 && errno != EINTR) {
+    j->err = uv_translate_sys_error(errno);  /* a delayed write error (NFS, quota) */
+    j->syscall = "close";
+  }
+}
+
+static void whole_after(uv_work_t *w, int status) {
+  wjob *j = (wjob *)w->data;
+  j->done = 1;
+  if (status < 0 && j->err == 0) {  /* UV_ECANCELED: taken off the queue */
+    j->err = status;
+    j->syscall = "open";
+  }
+  if (j->op)
+    lasync_op_complete(j->op, 0);  /* the deliver function frees j */
+  else
+    wjob_free(j);
+}
+
+static void whole_cancel(void *data) {
+  wjob *j = (wjob *)data;
+  j->op = NULL;
+  if (j->done)
+    wjob_free(j);
+  else
+    uv_cancel((uv_req_t *)&j->work);  /* fails harmlessly once a thread runs it */
+}
+
+static int whole_deliver(lua_State *L, void *data, int status) {
+  wjob *j = (wjob *)data;
+  int err = j->err;
+  const char *syscall = j->syscall;
+  int reading = (j->flags & O_ACCMODE) == O_RDONLY;
+  (void)status;
+  if (err < 0) {
+    wjob_free(j);
+    return raise_fs(L, err, syscall, lua_tostring(L, 1), NULL);
+  }
+  if (reading)
+    lua_pushlstring(L, j->data ? j->data : "", j->len);
+  else
+    lua_pushboolean(L, 1);
+  wjob_free(j);
+  return 1;
+}
+
+static int whole_start(lua_State *L, wjob *j, lasync_op *op) {
+  int rc;
+  j->op = op;
+  j->work.data = j;
+  rc = uv_queue_work(lasync__rt(L)->loop, &j->work, whole_work, whole_after);
+  if (rc < 0) {
+    j->done = 1;
+    j->err = rc;
+    j->syscall = "open";
+    lasync_op_complete(op, 0);
+  }
+  return lasync_op_await(L, op, j, whole_deliver, whole_cancel);
+}
+
+static wjob *wjob_new(lua_State *L, const char *path, int flags) {
+  wjob *j = (wjob *)calloc(1, sizeof *j);
+  if (j == NULL || (j->path = strdup(path)) == NULL) {
+    free(j);
+    luaL_error(L, "not enough memory");
+  }
+  j->flags = flags | O_CLOEXEC;
+  return j;
+}
+
+/* core.fs_read_file(path) -> string */
+static int fs_read_file(lua_State *L) {
+  const char *path = checkpath(L, 1);
+  lasync_op *op;
+  lua_settop(L, 1);
+  op = lasync_op_new(L);
+  return whole_start(L, wjob_new(L, path, O_RDONLY), op);
+}
+
+/* core.fs_write_file(path, append, data, ...) -> true */
+static int fs_write_file(lua_State *L) {
+  const char *path = checkpath(L, 1);
+  int append = lua_toboolean(L, 2), i, n = lua_gettop(L);
+  size_t total = 0, len;
+  lasync_op *op;
+  wjob *j;
+  char *p;
+  for (i = 3; i <= n; i++) total += (luaL_checklstring(L, i, &len), len);
+  op = lasync_op_new(L);
+  j = wjob_new(L, path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC));
+  j->data = p = (char *)malloc(total ? total : 1);
+  if (p == NULL) {
+    wjob_free(j);
+    return luaL_error(L, "not enough memory");
+  }
+  for (i = 3; i <= n; i++) {
+    const char *str = lua_tolstring(L, i, &len);
+    memcpy(p, str, len);
+    p += len;
+  }
+  j->len = total;
+  return whole_start(L, j, op);
+}
+
 void lasync__open_fs(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg file_methods[] = {
     {"read", file_read}, {"write", file_write}, {"seek", file_seek}, {"lines", file_lines},
@@ -883,7 +1059,8 @@ void lasync__open_fs(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg funcs[] = {
     {"fs_open", fs_open}, {"fs_stat", fs_stat}, {"fs_scandir", fs_scandir},
     {"fs_mkdir", fs_mkdir}, {"fs_unlink", fs_unlink}, {"fs_rmdir", fs_rmdir},
-    {"fs_rename", fs_rename}, {NULL, NULL}
+    {"fs_rename", fs_rename}, {"fs_read_file", fs_read_file},
+    {"fs_write_file", fs_write_file}, {NULL, NULL}
   };
   lua_pushlightuserdata(L, rt);
   lasync__newclass(L, rt, LASYNC_CLS_FILE, LASYNC_FILE_MT, file_methods, file_meta);

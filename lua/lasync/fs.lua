@@ -50,25 +50,24 @@ function M.list_dir(path)
   return fs_scandir(path)
 end
 
+-- read_file and write_file are one job on the thread pool each (open, read/write, close)
 function M.read_file(path)
   checkpath("read_file", path)
-  local f <close> = fs_open(path, "rb")
-  return f:read("a")
+  return core.fs_read_file(path)
 end
 
-local function write_with(mode, fname)
+local function write_with(append, fname)
+  local fs_write_file = core.fs_write_file
   return function(path, data, ...)
     checkpath(fname, path)
     if type(data) ~= "string" and type(data) ~= "number" then
       error(("bad argument #2 to '%s' (string expected, got %s)"):format(fname, type(data)), 2)
     end
-    local f <close> = fs_open(path, mode)
-    f:write(data, ...)
-    return true
+    return fs_write_file(path, append, data, ...)
   end
 end
-M.write_file = write_with("wb", "write_file")
-M.append_file = write_with("ab", "append_file")
+M.write_file = write_with(false, "write_file")
+M.append_file = write_with(true, "append_file")
 
 -- `for line in fs.lines(path) do`: like io.lines, the file is closed when the loop ends
 function M.lines(path, ...)
