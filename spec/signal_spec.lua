@@ -89,6 +89,13 @@ describe("async.signal", function()
     assert.is_false(h:closed())
   end)
 
+  helper.it("tasks still waiting for signals (and names) when the run ends are cancelled", function()
+    async.spawn(signal.wait, "SIGUSR1")
+    signal.on("SIGUSR2", function() end)
+    async.spawn(async.dns.resolve, "localhost")
+    async.yield()
+  end)
+
   helper.it("bad arguments raise plain errors", function()
     helper.expect_plain_error({ "unknown signal" }, signal.wait, "SIGNOPE")
     helper.expect_plain_error({ "string expected" }, signal.wait, 15)
