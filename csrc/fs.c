@@ -50,7 +50,7 @@ struct lfile {
   char *buf;                   /* read-ahead: unread bytes are buf[off..len) */
   size_t cap, off, len;
   size_t want;                 /* read: bytes the current format still needs */
-  int nargs, fi;               /* read: number of arguments, index of the current format */
+  int nargs;                   /* read: number of arguments (the formats are 2..nargs) */
 };
 
 /* {====== errors ======} */
@@ -557,14 +557,14 @@ static int isnumchar(int c) {
 }
 
 /* read("n"): 1 pushed a number, -1 pushed nil (no numeral), 0 needs more data. */
-static int read_number(lua_State *L, lfile *f) {
+static int read_number(lua_State *L, lfile *f, size_t *pos) {
   char num[MAXNUM + 1];
   size_t i = 0, k, avail;
   const char *p;
   int hex = 0, count = 0;
-  while (f->off < f->len && isspace((unsigned char)f->buf[f->off])) f->off++;
-  avail = f->len - f->off;
-  p = f->buf + f->off;
+  while (*pos < f->len && isspace((unsigned char)f->buf[*pos])) (*pos)++;
+  avail = f->len - *pos;
+  p = f->buf ? f->buf + *pos : "";
   for (k = 0; k < avail && k <= MAXNUM && isnumchar((unsigned char)p[k]); k++) {}
   if (k == avail && k <= MAXNUM && !f->eof) {
     f->want = CHUNK;
@@ -586,21 +586,22 @@ static int read_number(lua_State *L, lfile *f) {
   }
 #undef ACCEPT
   num[i] = '\0';
-  f->off += i;
+  *pos += i;
   if (lua_stringtonumber(L, num) != 0) return 1;
   lua_pushnil(L);
   return -1;
 }
 
-/* Tries format i: 1 pushed a value, -1 pushed nil (failure: stop), 0 needs more data. */
-static int read_one(lua_State *L, lfile *f, int i) {
-  size_t avail = f->len - f->off;
-  const char *p = f->buf ? f->buf + f->off : "";
+/* Tries format i at *pos: 1 pushed a value, -1 pushed nil (failure: stop), 0 needs more
+** data. Advances *pos past what it used. */
+static int read_one(lua_State *L, lfile *f, int i, size_t *pos) {
+  size_t avail = f->len - *pos;
+  const char *p = f->buf ? f->buf + *pos : "";
   if (lua_type(L, i) == LUA_TNUMBER) {
     size_t n = (size_t)lua_tointeger(L, i);
     if (avail >= n && (n > 0 || avail > 0)) {
       lua_pushlstring(L, p, n);
-      f->off += n;
+      *pos += n;
       return 1;
     }
     if (!f->eof) {
@@ -612,32 +613,32 @@ static int read_one(lua_State *L, lfile *f, int i) {
       return -1;
     }
     lua_pushlstring(L, p, avail);
-    f->off += avail;
+    *pos += avail;
     return 1;
   } else {
     const char *fmt = lua_tostring(L, i);
     if (*fmt == '*') fmt++;
     switch (*fmt) {
       case 'n':
-        return read_number(L, f);
+        return read_number(L, f, pos);
       case 'a':
         if (!f->eof) {
           f->want = avail < CHUNK ? CHUNK : avail;  /* doubles the buffer each time */
           return 0;
         }
         lua_pushlstring(L, p, avail);
-        f->off += avail;
+        *pos += avail;
         return 1;
       default: {  /* 'l' or 'L' */
         const char *nl = avail ? memchr(p, '\n', avail) : NULL;
         if (nl) {
           size_t n = (size_t)(nl - p);
           lua_pushlstring(L, p, *fmt == 'L' ? n + 1 : n);
-          f->off += n + 1;
+          *pos += n + 1;
           return 1;
         }
         if (!f->eof) {
-          f->want = CHUNK;
+          f->want = avail < CHUNK ? CHUNK : avail;  /* a long line: double, rescan less */
           return 0;
         }
         if (avail == 0) {
@@ -645,19 +646,29 @@ static int read_one(lua_State *L, lfile *f, int i) {
           return -1;
         }
         lua_pushlstring(L, p, avail);
-        f->off += avail;
+        *pos += avail;
         return 1;
       }
     }
   }
 }
 
+/* Reads every format from the buffer, or, when the buffer runs out first, reads more and
+** starts again: the buffer is consumed only when the whole call succeeds, so a read that is
+** cancelled while it waits for data consumes nothing. */
 static int read_step(lua_State *L, lfile *f) {
-  for (; f->fi <= f->nargs; f->fi++) {
-    int r = read_one(L, f, f->fi);
-    if (r == 0) return fill(L, f);
+  size_t pos = f->off;
+  int i;
+  lua_settop(L, f->nargs);
+  for (i = 2; i <= f->nargs; i++) {
+    int r = read_one(L, f, i, &pos);
+    if (r == 0) {
+      lua_settop(L, f->nargs);
+      return fill(L, f);
+    }
     if (r < 0) break;
   }
+  f->off = pos;
   return lua_gettop(L) - f->nargs;
 }
 
@@ -685,7 +696,6 @@ static int file_read(lua_State *L) {
   if (f->inflight) return wait_idle(L, f, file_read);
   f->eof = 0;  /* each call looks at the file again, as io's read does */
   f->nargs = lua_gettop(L);
-  f->fi = 2;
   return read_step(L, f);
 }
 

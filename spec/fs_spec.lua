@@ -323,6 +323,17 @@ describe("async.fs", function()
       assert.equal(data, first .. f:read("a"))
     end)
 
+    helper.it("a cancelled read of several formats consumes nothing", function()
+      fs.write_file(path("two"), "head\n" .. ("0123456789"):rep(100000))
+      local f <close> = fs.open(path("two"))
+      local t = helper.started(f.read, f, "l", "a")
+      t:cancel()
+      helper.expect_cancelled(t)
+      local head, rest = f:read("l", "a")
+      assert.equal("head", head)
+      assert.equal(1000000, #rest)
+    end)
+
     helper.it("every path call is cancellable; the program goes on normally", function()
       fs.write_file(path("x"), "x")
       local calls = {
