@@ -27,6 +27,7 @@ build = {
       sources = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
         "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
+        "csrc/fs.c", "csrc/dns.c", "csrc/signal.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "curl" },
@@ -37,5 +38,8 @@ build = {
     ["lasync.cli"] = "lua/lasync/cli.lua",
     ["lasync.sync"] = "lua/lasync/sync.lua",
     ["lasync.http"] = "lua/lasync/http.lua",
+    ["lasync.fs"] = "lua/lasync/fs.lua",
+    ["lasync.dns"] = "lua/lasync/dns.lua",
+    ["lasync.signal"] = "lua/lasync/signal.lua",
   },
 }

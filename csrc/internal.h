@@ -36,6 +36,7 @@ typedef struct lasync__task lasync__task;
 enum {
   LASYNC_CLS_TASK, LASYNC_CLS_FUTURE, LASYNC_CLS_SCOPE, LASYNC_CLS_WAITSET,
   LASYNC_CLS_NOTIFIER, LASYNC_CLS_OP, LASYNC_CLS_HTTP_MULTI, LASYNC_CLS_HTTP_REQUEST,
+  LASYNC_CLS_FILE, LASYNC_CLS_SIGNAL,
   LASYNC_NCLASSES
 };
 
@@ -276,5 +277,13 @@ void lasync__open_http(lua_State *L, lasync__runtime *rt);
 
 /* timer.c */
 void lasync__open_timer(lua_State *L, lasync__runtime *rt);
+
+/* fs.c, dns.c, signal.c: async.fs, async.dns, async.signal (the core_* functions they add) */
+void lasync__open_fs(lua_State *L, lasync__runtime *rt);
+void lasync__open_dns(lua_State *L, lasync__runtime *rt);
+void lasync__open_signal(lua_State *L, lasync__runtime *rt);
+/* Signal names ("SIGTERM", also "TERM") and numbers; 0 / NULL when unknown. */
+int lasync__signal_number(const char *name);
+const char *lasync__signal_name(int signum);
 
 #endif

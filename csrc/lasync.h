@@ -100,4 +100,13 @@ LASYNC_API lasync_notifier *lasync_notifier_new(lua_State *L);
 LASYNC_API void lasync_notify(lasync_notifier *n);
 LASYNC_API void lasync_notifier_unref(lasync_notifier *n);
 
+/*
+** Signals. While a script watches a signal (async.signal.wait / async.signal.on), libuv's
+** handler replaces the process's; when the last watcher of that signal closes, libuv resets it
+** to SIG_DFL. The hook, if set, is called right after that (on the loop's thread, never from a
+** signal handler), so that a host can reinstall its own handler for the signals it owns. One
+** hook per process (signals are process-wide); NULL removes it.
+*/
+LASYNC_API void lasync_set_signal_hook(void (*hook)(int signum));
+
 #endif

@@ -39,6 +39,21 @@ static void on_sigquit(int sig) {
   if (sigquit_notifier) lasync_notify(sigquit_notifier);
 }
 
+static void install_handler(int sig) {
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sa.sa_handler = sig == SIGINT ? on_sigint : on_sigquit;
+  sigaction(sig, &sa, NULL);
+}
+
+/* A script stopped watching a signal (async.signal): libuv reset it to SIG_DFL. */
+static void on_signal_released(int sig) {
+  if ((sig == SIGINT && sigint_notifier) || (sig == SIGQUIT && sigquit_notifier))
+    install_handler(sig);
+}
+
 /* interp.install_signals(on_int, on_quit): each runs in a new task when the signal arrives */
 static int interp_install_signals(lua_State *L) {
   struct sigaction sa;
@@ -57,6 +72,7 @@ static int interp_install_signals(lua_State *L) {
   sigaction(SIGINT, &sa, NULL);
   sa.sa_handler = on_sigquit;
   sigaction(SIGQUIT, &sa, NULL);
+  lasync_set_signal_hook(on_signal_released);
   return 0;
 }
 

@@ -40,6 +40,9 @@ M.PriorityQueue = sync.PriorityQueue
 M.RateLimiter = sync.RateLimiter
 
 M.http = require("lasync.http")
+M.fs = require("lasync.fs")
+M.dns = require("lasync.dns")
+M.signal = require("lasync.signal")
 
 -- {====== errors ======}
 

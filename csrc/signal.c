@@ -1,0 +1,218 @@
+/*
+** signal.c: Unix signals as watchers (lasync.signal) on uv_signal_t.
+**
+** A watcher counts the deliveries of its signal from the moment it is created; w:wait()
+** suspends the calling task until there is at least one, and returns how many there were. The
+** Lua layer (lua/lasync/signal.lua) builds signal.wait and signal.on on top.
+**
+** libuv replaces the process's handler for a signal while one of its watchers is active, and
+** resets the signal to SIG_DFL when the last one stops. lasync counts its active watchers per
+** signal (process-wide, like signals) and calls the host's hook (lasync_set_signal_hook) when
+** the last one is gone, so that a host such as the interpreter can put its own handler back.
+*/
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include "internal.h"
+
+#define LASYNC_SIGNAL_MT "lasync.signal"  /* also in error.c's class names */
+#define MAXSIG 65
+
+typedef struct lsig {
+  uv_signal_t *h;              /* malloc'd, freed in its close callback; NULL once closed */
+  lasync_op *op;               /* the waiting task's op */
+  lua_Integer count;           /* deliveries not yet returned by wait */
+  int signum;
+} lsig;
+
+static const struct { const char *name; int num; } signals[] = {
+  {"SIGHUP", SIGHUP}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGILL", SIGILL},
+  {"SIGTRAP", SIGTRAP}, {"SIGABRT", SIGABRT}, {"SIGBUS", SIGBUS}, {"SIGFPE", SIGFPE},
+  {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1}, {"SIGSEGV", SIGSEGV}, {"SIGUSR2", SIGUSR2},
+  {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM}, {"SIGCHLD", SIGCHLD},
+  {"SIGCONT", SIGCONT}, {"SIGSTOP", SIGSTOP}, {"SIGTSTP", SIGTSTP}, {"SIGTTIN", SIGTTIN},
+  {"SIGTTOU", SIGTTOU}, {"SIGURG", SIGURG}, {"SIGXCPU", SIGXCPU}, {"SIGXFSZ", SIGXFSZ},
+  {"SIGVTALRM", SIGVTALRM}, {"SIGPROF", SIGPROF}, {"SIGWINCH", SIGWINCH}, {"SIGIO", SIGIO},
+  {"SIGSYS", SIGSYS}, {NULL, 0}
+};
+
+static void (*release_hook)(int signum);
+static int active[MAXSIG];     /* lasync's active watchers per signal, in this process */
+
+LASYNC_API void lasync_set_signal_hook(void (*hook)(int signum)) {
+  release_hook = hook;
+}
+
+int lasync__signal_number(const char *name) {
+  int i;
+  for (i = 0; signals[i].name; i++)
+    if (strcmp(name, signals[i].name) == 0 || strcmp(name, signals[i].name + 3) == 0)
+      return signals[i].num;
+  return 0;
+}
+
+const char *lasync__signal_name(int signum) {
+  int i;
+  for (i = 0; signals[i].name; i++)
+    if (signals[i].num == signum) return signals[i].name;
+  return NULL;
+}
+
+/* The signal named at idx ("SIGINT" or "INT"); raises an argument error otherwise. */
+static int checksignal(lua_State *L, int idx) {
+  const char *name = luaL_checkstring(L, idx);
+  int signum = lasync__signal_number(name);
+  if (signum == 0) return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  return signum;
+}
+
+static const char *signame(int num) {
+  const char *name = lasync__signal_name(num);
+  return name ? name : "?";
+}
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  lsig *s = (lsig *)h->data;
+  (void)signum;
+  if (s == NULL) return;
+  s->count++;
+  if (s->op) {
+    lasync_op *op = s->op;
+    s->op = NULL;
+    lasync_op_complete(op, 0);
+  }
+}
+
+/* Stops and closes the watcher; a task waiting on it returns nil. Runs no Lua. */
+static void sig_close(lsig *s) {
+  int signum = s->signum;
+  if (s->h == NULL) return;
+  s->h->data = NULL;
+  uv_close((uv_handle_t *)s->h, free_handle);  /* stops it now: libuv may reset the signal */
+  s->h = NULL;
+  if (__atomic_sub_fetch(&active[signum], 1, __ATOMIC_SEQ_CST) == 0 && release_hook)
+    release_hook(signum);
+  if (s->op) {
+    lasync_op *op = s->op;
+    s->op = NULL;
+    lasync_op_complete(op, 0);
+  }
+}
+
+static lsig *checksig(lua_State *L) {
+  lsig *s = (lsig *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_SIGNAL);
+  return s;
+}
+
+/* core.signal_watch(name) -> watcher, counting deliveries from now on */
+static int signal_watch(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  int signum = checksignal(L, 1), rc;
+  lsig *s;
+  uv_signal_t *h;
+  luaL_argcheck(L, signum != SIGKILL && signum != SIGSTOP, 1, "SIGKILL and SIGSTOP cannot be "
+                "caught");
+  s = (lsig *)lua_newuserdatauv(L, sizeof *s, 0);
+  memset(s, 0, sizeof *s);
+  s->signum = signum;
+  lasync__setclass(L, rt, LASYNC_CLS_SIGNAL);
+  h = (uv_signal_t *)malloc(sizeof *h);
+  if (h == NULL) return luaL_error(L, "not enough memory");
+  uv_signal_init(rt->loop, h);
+  h->data = s;
+  rc = uv_signal_start(h, on_signal, signum);
+  if (rc < 0) {
+    uv_close((uv_handle_t *)h, free_handle);
+    return luaL_error(L, "cannot watch %s: %s", signame(signum), uv_strerror(rc));
+  }
+  __atomic_add_fetch(&active[signum], 1, __ATOMIC_SEQ_CST);
+  s->h = h;
+  return 1;
+}
+
+static int wait_deliver(lua_State *L, void *data, int status) {
+  lsig *s = (lsig *)data;
+  lua_Integer n = s->count;
+  (void)status;
+  if (n == 0) {  /* closed while waiting */
+    lua_pushnil(L);
+    return 1;
+  }
+  s->count = 0;
+  lua_pushinteger(L, n);
+  return 1;
+}
+
+static void wait_cancel(void *data) {
+  ((lsig *)data)->op = NULL;
+}
+
+/* w:wait() -> number of deliveries since the last wait (at least 1), or nil once closed */
+static int sig_wait(lua_State *L) {
+  lsig *s = checksig(L);
+  lasync_op *op;
+  if (s->h == NULL && s->count == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (s->op) return luaL_error(L, "another task is already waiting on this signal watcher");
+  op = lasync_op_new(L);  /* the task stack keeps s alive while it waits */
+  if (s->count > 0)
+    lasync_op_complete(op, 0);  /* still a suspension point: cancellation is checked */
+  else
+    s->op = op;
+  return lasync_op_await(L, op, s, wait_deliver, wait_cancel);
+}
+
+/* w:close() */
+static int sig_lclose(lua_State *L) {
+  sig_close(checksig(L));
+  return 0;
+}
+
+static int sig__gc(lua_State *L) {
+  sig_close((lsig *)lua_touserdata(L, 1));
+  return 0;
+}
+
+static int sig__tostring(lua_State *L) {
+  lsig *s = (lsig *)lua_touserdata(L, 1);
+  lua_pushfstring(L, "lasync.signal (%s%s)", signame(s->signum), s->h ? "" : ", closed");
+  return 1;
+}
+
+/* core.signal_raise(name): sends the signal to this process */
+static int signal_raise(lua_State *L) {
+  int signum = checksignal(L, 1);
+  int rc = uv_kill(uv_os_getpid(), signum);
+  if (rc < 0) return luaL_error(L, "cannot send %s: %s", signame(signum), uv_strerror(rc));
+  return 0;
+}
+
+/* core.signal_number(name) -> number, or nil for an unknown name */
+static int signal_number(lua_State *L) {
+  int signum = lasync__signal_number(luaL_checkstring(L, 1));
+  if (signum == 0)
+    lua_pushnil(L);
+  else
+    lua_pushinteger(L, signum);
+  return 1;
+}
+
+void lasync__open_signal(lua_State *L, lasync__runtime *rt) {
+  static const luaL_Reg methods[] = {{"wait", sig_wait}, {"close", sig_lclose}, {NULL, NULL}};
+  static const luaL_Reg meta[] = {
+    {"__gc", sig__gc}, {"__close", sig__gc}, {"__tostring", sig__tostring}, {NULL, NULL}
+  };
+  static const luaL_Reg funcs[] = {
+    {"signal_watch", signal_watch}, {"signal_raise", signal_raise},
+    {"signal_number", signal_number}, {NULL, NULL}
+  };
+  lua_pushlightuserdata(L, rt);
+  lasync__newclass(L, rt, LASYNC_CLS_SIGNAL, LASYNC_SIGNAL_MT, methods, meta);
+  luaL_setfuncs(L, funcs, 1);
+}

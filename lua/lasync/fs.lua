@@ -1,0 +1,142 @@
+-- lasync.fs: files and directories on libuv's thread pool (also `async.fs`).
+--
+--   local fs = require("lasync.fs")
+--   fs.write_file("/tmp/x.txt", "hello\n")
+--   for line in fs.open("/tmp/x.txt"):lines() do print(line) end
+--
+-- Every call suspends only the calling task. The C core (csrc/fs.c) does the single
+-- operations and the File object; this module composes them. Failures raise error objects
+-- with kind = "fs", code = the errno name ("ENOENT"), path and syscall.
+local core = require("lasync.core")
+
+local M = {}
+
+local type, error, pcall, ipairs = type, error, pcall, ipairs
+
+local fs_open, fs_stat, fs_scandir = core.fs_open, core.fs_stat, core.fs_scandir
+local fs_mkdir, fs_unlink, fs_rmdir, fs_rename = core.fs_mkdir, core.fs_unlink, core.fs_rmdir,
+  core.fs_rename
+
+local function checkpath(fname, path, n)
+  if type(path) ~= "string" then
+    error(("bad argument #%d to '%s' (string expected, got %s)"):format(n or 1, fname,
+      type(path)), 3)
+  end
+end
+
+local function checkopts(fname, opts, n)
+  if opts ~= nil and type(opts) ~= "table" then
+    error(("bad argument #%d to '%s' (table expected, got %s)"):format(n, fname, type(opts)), 3)
+  end
+  return opts or {}
+end
+
+-- err is an fs error with one of the given codes (anything else, Cancelled included, is not)
+local function is_code(err, a, b)
+  return type(err) == "table" and err.kind == "fs" and (err.code == a or err.code == b)
+end
+
+M.open = fs_open
+M.rename = fs_rename
+
+function M.stat(path, opts)
+  checkpath("stat", path)
+  opts = checkopts("stat", opts, 2)
+  return fs_stat(path, opts.follow ~= false)
+end
+
+function M.list_dir(path)
+  checkpath("list_dir", path)
+  return fs_scandir(path)
+end
+
+-- read_file and write_file are one job on the thread pool each (open, read/write, close)
+function M.read_file(path)
+  checkpath("read_file", path)
+  return core.fs_read_file(path)
+end
+
+local function write_with(append, fname)
+  local fs_write_file = core.fs_write_file
+  return function(path, data, ...)
+    checkpath(fname, path)
+    if type(data) ~= "string" and type(data) ~= "number" then
+      error(("bad argument #2 to '%s' (string expected, got %s)"):format(fname, type(data)), 2)
+    end
+    return fs_write_file(path, append, data, ...)
+  end
+end
+M.write_file = write_with(false, "write_file")
+M.append_file = write_with(true, "append_file")
+
+-- `for line in fs.lines(path) do`: like io.lines, the file is closed when the loop ends
+function M.lines(path, ...)
+  checkpath("lines", path)
+  local f = fs_open(path, "rb")
+  return f:lines(...), nil, nil, f
+end
+
+function M.exists(path)
+  checkpath("exists", path)
+  local ok, err = pcall(fs_stat, path, true)
+  if ok then return true end
+  if is_code(err, "ENOENT", "ENOTDIR") then return false end
+  error(err, 0)
+end
+
+local function dirname(path)
+  local d = path:match("^(.*[^/])/+[^/]+/*$")
+  if d then return d end
+  return path:sub(1, 1) == "/" and "/" or "."
+end
+
+local function mkdir_parents(path, mode)
+  local ok, err = pcall(fs_mkdir, path, mode)
+  if ok then return end
+  if is_code(err, "EEXIST") then
+    local sok, st = pcall(fs_stat, path, true)
+    if sok and st.type == "directory" then return end
+    error(err, 0)
+  end
+  if not is_code(err, "ENOENT") then error(err, 0) end
+  local parent = dirname(path)
+  if parent == path or parent == "." or parent == "/" then error(err, 0) end
+  mkdir_parents(parent, mode)
+  ok, err = pcall(fs_mkdir, path, mode)  -- another task may have made it meanwhile
+  if not ok and not is_code(err, "EEXIST") then error(err, 0) end
+end
+
+function M.mkdir(path, opts)
+  checkpath("mkdir", path)
+  opts = checkopts("mkdir", opts, 2)
+  if opts.parents then
+    local p = path:gsub("/+$", "")
+    mkdir_parents(p ~= "" and p or path, opts.mode)
+  else
+    fs_mkdir(path, opts.mode)
+  end
+  return true
+end
+
+local function remove_tree(path)
+  local st = fs_stat(path, false)  -- not following links: a link is removed, not its target
+  if st.type ~= "directory" then return fs_unlink(path) end
+  for _, e in ipairs(fs_scandir(path)) do remove_tree(path .. "/" .. e.name) end
+  return fs_rmdir(path)
+end
+
+function M.remove(path, opts)
+  checkpath("remove", path)
+  opts = checkopts("remove", opts, 2)
+  if opts.recursive then return remove_tree(path) end
+  local ok, err = pcall(fs_unlink, path)
+  if ok then return true end
+  if is_code(err, "EISDIR", "EPERM") then
+    local sok, st = pcall(fs_stat, path, false)
+    if sok and st.type == "directory" then return fs_rmdir(path) end
+  end
+  error(err, 0)
+end
+
+
+return M
