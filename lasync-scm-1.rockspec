@@ -27,6 +27,7 @@ build = {
       sources = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
         "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
+        "csrc/stream.c", "csrc/process.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "curl" },
@@ -37,5 +38,7 @@ build = {
     ["lasync.cli"] = "lua/lasync/cli.lua",
     ["lasync.sync"] = "lua/lasync/sync.lua",
     ["lasync.http"] = "lua/lasync/http.lua",
+    ["lasync.stream"] = "lua/lasync/stream.lua",
+    ["lasync.process"] = "lua/lasync/process.lua",
   },
 }

@@ -41,6 +41,11 @@ M.RateLimiter = sync.RateLimiter
 
 M.http = require("lasync.http")
 
+-- streams, servers and subprocesses (lasync.stream, lasync.process)
+local stream = require("lasync.stream")
+M.tcp = stream.tcp
+M.unix = stream.unix
+
 -- {====== errors ======}
 
 local new_error = core.new_error  -- (kind, message [, fields]) -> error object
