@@ -45,6 +45,7 @@ M.http = require("lasync.http")
 local stream = require("lasync.stream")
 M.tcp = stream.tcp
 M.unix = stream.unix
+M.process = require("lasync.process")
 
 -- {====== errors ======}
 

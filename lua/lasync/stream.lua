@@ -33,6 +33,8 @@ local function with_timeout(seconds, fn, ...)
   error(r[2], 0)
 end
 
+M._with_timeout = with_timeout  -- for lasync.process
+
 local function check_port(fname, port)
   if math_type(port) ~= "integer" or port < 0 or port > 65535 then
     error(fname .. ": port must be an integer 0-65535, got " .. tostring(port), 3)
