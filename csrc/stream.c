@@ -530,7 +530,11 @@ static int write_deliver(lua_State *L, void *data, int status) {
 }
 
 static void write_cancel(void *data) {
-  ((lstream *)data)->wop = NULL;
+  lstream *s = (lstream *)data;
+  s->wop = NULL;
+  /* part of the data may be queued: the byte stream is broken, later writes raise, and close
+  ** does not wait for the queue (the peer may be the reason the write was stuck) */
+  if (s->werr == 0) s->werr = UV_ECANCELED;
 }
 
 /* Suspends until the write queue is down to `low` bytes. */
