@@ -14,7 +14,7 @@ M.tcp, M.unix = tcp, unix
 local pack, unpack, concat = table.pack, table.unpack, table.concat
 local type, error, pcall, xpcall, tostring = type, error, pcall, xpcall, tostring
 local setmetatable, getmetatable, pairs, next = setmetatable, getmetatable, pairs, next
-local math_type, warn = math.type, warn
+local math_type = math.type
 local traceback = debug.traceback
 local scope, now, new_error, spawn = core.scope, core.now, core.new_error, core.spawn
 local current_task, sleep = core.current_task, core.sleep
@@ -115,7 +115,7 @@ local function run_handler(srv, handler, conn)
 end
 
 local function accept_loop(srv, listener, handler)
-  local l <close> = listener  -- also when the loop is cancelled (shutdown)
+  local _ <close> = listener  -- closed also when the loop is cancelled (shutdown)
   while true do
     local ok, conn = pcall(listener.accept, listener)
     if ok then
