@@ -88,6 +88,7 @@ check-asan:
 check-valgrind: all
 	LASYNC_VALGRIND=1 valgrind --quiet --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite --trace-children=no \
+	  --suppressions=$(CURDIR)/spec/support/valgrind.supp \
 	  $(BUSTED) --exclude-tags=slow
 
 check: check-asan check-valgrind

@@ -367,7 +367,8 @@ static int read_step(lua_State *L, lstream *s) {
       break;
     default: {  /* RM_UNTIL, RM_LINE */
       ptrdiff_t at = find_sep(s);
-      if (at >= 0) {
+      if (at >= 0 && (size_t)at > s->rn) avail = (size_t)at;  /* found, but too long */
+      else if (at >= 0) {
         size_t n = (size_t)at;
         if (s->rmode == RM_LINE && n > 0 && s->buf[s->off + n - 1] == '\r')
           lua_pushlstring(L, s->buf + s->off, n - 1);
@@ -376,7 +377,7 @@ static int read_step(lua_State *L, lstream *s) {
         consume(s, n + s->seplen);
         return 1;
       }
-      if (avail > s->rn) {
+      if (avail > s->rn) {  /* the data stays buffered */
         lasync__push_error(L, "limit", "%s: no separator within %d bytes",
                            s->rmode == RM_LINE ? "read_line" : "read_until", (int)s->rn);
         lua_pushinteger(L, (lua_Integer)s->rn);
