@@ -204,30 +204,47 @@ static void on_write(uv_write_t *req, int status) {
     wake_writer(s, ST_OK);
 }
 
-/* Sends p[0..n): what the kernel takes now, the rest queued. Returns 0 or a uv error. */
-static int write_some(lstream *s, const char *p, size_t n) {
-  uv_buf_t b;
+/* Sends bufs[0..nb) in order (one writev when possible: separate small segments would meet
+** Nagle's algorithm): what the kernel takes now, the rest copied into one queued request.
+** Returns 0 or a uv error. */
+static int write_bufs(lstream *s, uv_buf_t *bufs, unsigned nb) {
+  size_t total = 0, skip = 0, k;
+  unsigned i;
   wreq *w;
+  uv_buf_t b;
   int r;
-  if (n == 0) return 0;
+  for (i = 0; i < nb; i++) total += bufs[i].len;
+  if (total == 0) return 0;
   if (uv_stream_get_write_queue_size(s->h) == 0) {
-    b = uv_buf_init((char *)p, (unsigned)n);
-    r = uv_try_write(s->h, &b, 1);
+    r = uv_try_write(s->h, bufs, nb);
     if (r >= 0) {
-      p += r;
-      n -= (size_t)r;
-      if (n == 0) return 0;
+      skip = (size_t)r;
+      if (skip == total) return 0;
     } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
       return r;
     }
   }
-  w = (wreq *)malloc(sizeof *w + n);
+  w = (wreq *)malloc(sizeof *w + (total - skip));
   if (w == NULL) return UV_ENOMEM;
-  memcpy(w->data, p, n);
-  b = uv_buf_init(w->data, (unsigned)n);
+  for (i = 0, k = 0; i < nb; i++) {  /* copy what was not written */
+    size_t len = bufs[i].len;
+    if (skip >= len) {
+      skip -= len;
+      continue;
+    }
+    memcpy(w->data + k, bufs[i].base + skip, len - skip);
+    k += len - skip;
+    skip = 0;
+  }
+  b = uv_buf_init(w->data, (unsigned)k);
   r = uv_write(&w->req, s->h, &b, 1, on_write);
   if (r != 0) free(w);
   return r;
+}
+
+static int write_some(lstream *s, const char *p, size_t n) {
+  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  return write_bufs(s, &b, 1);
 }
 
 static void on_feed_shutdown(uv_shutdown_t *req, int status) {
@@ -274,6 +291,7 @@ lstream *lasync__stream_wrap(lua_State *L, lasync__runtime *rt, uv_stream_t *h) 
   s->h = h;
   s->tcp = h->type == UV_TCP;
   h->data = s;
+  if (s->tcp) uv_tcp_nodelay((uv_tcp_t *)h, 1);  /* as asyncio and Node: no Nagle delays */
   lasync__setclass(L, rt, LASYNC_CLS_STREAM);
   return s;
 }
@@ -557,10 +575,16 @@ static int stream_write(lua_State *L) {
   for (i = 2; i <= n; i++) luaL_checkstring(L, i);
   if (s->werr) return lasync__stream_uverror(L, io_kind(s->werr), s->werr, "write");
   if (s->shut) luaL_error(L, "write: the stream was shut down for writing");
-  for (i = 2; i <= n; i++) {
-    size_t len;
-    const char *p = lua_tolstring(L, i, &len);
-    int r = write_some(s, p, len);
+  for (i = 2; i <= n; ) {  /* in batches of up to 16 strings, each batch one writev */
+    uv_buf_t bufs[16];
+    unsigned nb = 0;
+    int r;
+    for (; i <= n && nb < 16; i++) {
+      size_t len;
+      const char *p = lua_tolstring(L, i, &len);
+      bufs[nb++] = uv_buf_init((char *)p, (unsigned)len);
+    }
+    r = write_bufs(s, bufs, nb);
     if (r != 0) {
       s->werr = r;
       return lasync__stream_uverror(L, io_kind(r), r, "write");
