@@ -46,6 +46,7 @@ typedef struct lstream {
   int rerr;                    /* UV_EOF or the read error, once reading ended */
   int werr;                    /* the first failed write */
   unsigned char reading, rmode, shut, tcp;
+  unsigned char closing;       /* close() waits for the write queue: no new operations */
   size_t seplen;
   char sep[MAX_SEP];
 } lstream;
@@ -302,7 +303,7 @@ static lstream *tostream(lua_State *L, int idx) {
 
 static lstream *checkstream(lua_State *L, int idx) {
   lstream *s = tostream(L, idx);
-  if (s->h == NULL) luaL_error(L, "attempt to use a closed stream");
+  if (s->h == NULL || s->closing) luaL_error(L, "attempt to use a closed stream");
   return s;
 }
 
@@ -325,13 +326,23 @@ static void consume(lstream *s, size_t n) {
   s->off += n;
   s->scanned = 0;
   s->want = 0;
-  if (s->off == s->len) s->off = s->len = 0;
+  if (s->off == s->len) {
+    s->off = s->len = 0;
+    if (s->cap > 4 * READ_CHUNK) {  /* a big read is over: give the memory back */
+      free(s->buf);
+      s->buf = NULL;
+      s->cap = 0;
+    }
+  }
   /* read ahead again: the Lua side consumes */
   if (!s->reading && !s->rerr && s->len - s->off < READ_HIGH) start_reading(s);
 }
 
 static int push_take(lua_State *L, lstream *s, size_t n) {
-  lua_pushlstring(L, s->buf + s->off, n);
+  if (n == 0)
+    lua_pushliteral(L, "");
+  else
+    lua_pushlstring(L, s->buf + s->off, n);
   consume(s, n);
   return 1;
 }
@@ -349,7 +360,9 @@ static int raise_eof(lua_State *L, lstream *s, const char *what, const char *msg
 static ptrdiff_t find_sep(lstream *s) {
   size_t avail = s->len - s->off, n = s->seplen;
   size_t from = s->scanned >= n ? s->scanned - n + 1 : 0;
-  const char *base = s->buf + s->off;
+  const char *base;
+  if (avail < n) return -1;
+  base = s->buf + s->off;
   while (from + n <= avail) {
     const char *q = (const char *)memchr(base + from, s->sep[0], avail - n + 1 - from);
     if (q == NULL) break;
@@ -691,6 +704,7 @@ static int stream_close(lua_State *L) {
     lasync_op *op = lasync_op_new(L);
     stop_reading(s);
     wake_reader(s, ST_CLOSED);
+    s->closing = 1;
     s->wlow = 0;
     s->wop = op;
     return lasync_op_await(L, op, s, close_deliver, close_cancel);

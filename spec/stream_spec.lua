@@ -155,7 +155,17 @@ describe("async.tcp", function()
       local c = connect(srv)
       local err = raises("limit", c.read_line, c, { max = 50 })
       assert.equal(50, err.max)
+      -- the data stays buffered: a larger max reads the line; a line found longer than max
+      -- is refused too
+      assert.equal(string.rep("x", 100), c:read_line({ max = 200 }))
+      assert.equal("ok", c:read_line())
       c:close()
+      local srv2 = chunked({ "abcdef\n" })
+      c = connect(srv2)
+      raises("limit", c.read_until, c, "\n", { max = 3 })
+      assert.equal("abcdef", c:read_until("\n"))
+      c:close()
+      srv2:close{ wait = true }
       srv:close{ wait = true }
     end)
 
