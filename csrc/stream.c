@@ -617,6 +617,7 @@ static int stream_queued(lua_State *L) {
 
 typedef struct sreq {
   uv_shutdown_t req;
+  lstream *s;                  /* touched only by shutdown_cancel, while the task holds it */
   lasync_op *op;
   int status;
   unsigned char done, abandoned;
@@ -645,6 +646,7 @@ static int shutdown_deliver(lua_State *L, void *data, int status) {
 
 static void shutdown_cancel(void *data) {
   sreq *r = (sreq *)data;
+  if (r->s->werr == 0) r->s->werr = UV_ECANCELED;  /* as a cancelled write: close at once */
   if (r->done)
     free(r);
   else
@@ -667,6 +669,7 @@ static int stream_shutdown(lua_State *L) {
   if (r == NULL) return luaL_error(L, "not enough memory");
   memset(r, 0, sizeof *r);
   r->op = op;
+  r->s = s;
   e = uv_shutdown(&r->req, s->h, on_shutdown);
   if (e != 0) {
     free(r);

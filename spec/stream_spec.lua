@@ -433,6 +433,21 @@ describe("async.tcp", function()
       srv:close{ wait = true }
     end)
 
+    helper.it("a shutdown waiting for the queue to drain is cancellable", function()
+      local stop = async.Event()
+      local srv = serve(function() stop:wait() end)  -- never reads
+      local c = connect(srv)
+      local chunk = string.rep("s", 65536)
+      while c:write_queue_size() == 0 do c:write(chunk) end
+      local t = helper.started(c.shutdown, c)
+      assert.is_false(t:done())
+      t:cancel()
+      helper.expect_cancelled(t)
+      c:close()  -- does not wait for the stuck queue
+      stop:set()
+      srv:close{ wait = true }
+    end)
+
     helper.it("connect (DNS included) and accept are cancellable", function()
       local t = helper.started(tcp.connect, "localhost", 9)
       t:cancel()

@@ -120,6 +120,7 @@ local function accept_loop(srv, listener, handler)
     local ok, conn = pcall(listener.accept, listener)
     if ok then
       local t = spawn(run_handler, srv, handler, conn)
+      t:set_name("connection handler")
       srv._handlers[t] = true
     elseif is_kind(conn, "closed") then
       return
@@ -135,6 +136,7 @@ end
 local function new_server(listener, handler)
   local srv = setmetatable({ _listener = listener, _handlers = {}, _closed = false }, Server)
   srv._acceptor = spawn(accept_loop, srv, listener, handler)
+  srv._acceptor:set_name("server accept loop")
   return srv
 end
 
