@@ -353,8 +353,17 @@ describe("async.tcp", function()
     end)
 
     helper.it("a name that does not resolve raises kind dns", function()
-      local err = raises("dns", tcp.connect, "no-such-host.invalid", 80)
+      -- on a machine whose resolver is unreachable the answer may take long: not this spec's
+      -- business, so give up after a while
+      local ok, err = pcall(async.timeout, 5, tcp.connect, "no-such-host.invalid", 80)
+      assert.is_false(ok)
+      if async.is_timeout(err) then
+        pending("the resolver did not answer within 5 s")
+        return
+      end
+      assert.equal("dns", err.kind, tostring(err))
       assert.is_string(err.code)
+      assert.equal("no-such-host.invalid", err.host)
     end)
 
     helper.it("timeout= bounds connect (kind timeout) against a listener that never accepts", function()
