@@ -360,8 +360,8 @@ static int core_process_spawn(lua_State *L) {
     }
     p->exited = 1;
     lua_rawgeti(L, 1, 1);
-    lasync__push_error(L, "spawn", "cannot run '%s': %s: %s", lua_tostring(L, -1),
-                       uv_err_name(r), uv_strerror(r));
+    lasync__push_error(L, "spawn", "cannot run '%s'%s%s: %s: %s", lua_tostring(L, -1),
+                       cwd ? " in " : "", cwd ? cwd : "", uv_err_name(r), uv_strerror(r));
     lua_pushstring(L, uv_err_name(r));
     lua_setfield(L, -2, "code");
     return lua_error(L);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -889,10 +890,21 @@ static int core_tcp_connect(lua_State *L) {
                        uv_tcp_connect(&c->req, h, (struct sockaddr *)&ss, on_connect));
 }
 
+/* libuv 1.44 silently truncates a socket path that does not fit in sun_path. */
+static const char *check_sockpath(lua_State *L, int idx) {
+  struct sockaddr_un sa;
+  size_t len;
+  const char *path = luaL_checklstring(L, idx, &len);
+  luaL_argcheck(L, len > 0 && len < sizeof sa.sun_path, idx,
+                lua_pushfstring(L, "a Unix socket path must be 1 to %d bytes long",
+                                (int)sizeof sa.sun_path - 1));
+  return path;
+}
+
 /* core.pipe_connect(path) -> Stream */
 static int core_pipe_connect(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = check_sockpath(L, 1);
   uv_pipe_t *h;
   creq *c;
   lasync_op_new(L);
@@ -1198,7 +1210,7 @@ static int core_tcp_listen(lua_State *L) {
 ** and the file is removed when the listener closes */
 static int core_pipe_listen(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = check_sockpath(L, 1);
   int backlog = check_backlog(L, 2), r;
   struct stat st;
   llistener *l;

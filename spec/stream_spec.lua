@@ -515,5 +515,7 @@ describe("async.unix", function()
     stale:close{ wait = true }
     local err = raises("connect", unix.connect, path)
     assert.equal("ENOENT", err.code)
+    helper.expect_plain_error({ "1 to 107 bytes" }, unix.connect, "/tmp/" .. string.rep("s", 120))
+    helper.expect_plain_error({ "1 to 107 bytes" }, unix.serve, "", print)
   end)
 end)

@@ -84,10 +84,20 @@ function tcp.connect(host, port, opts)
   return with_timeout(opts.timeout, connect_any, host, port)
 end
 
-function unix.connect(path, opts)
+local SUN_PATH_MAX = 107  -- sizeof(sun_path) - 1 on Linux
+
+local function check_path(fname, path)
   if type(path) ~= "string" then
-    error("unix.connect: path must be a string, got " .. type(path), 2)
+    error(fname .. ": path must be a string, got " .. type(path), 3)
   end
+  if #path == 0 or #path > SUN_PATH_MAX then
+    error(("%s: a Unix socket path must be 1 to %d bytes long, got %d"):format(fname,
+      SUN_PATH_MAX, #path), 3)
+  end
+end
+
+function unix.connect(path, opts)
+  check_path("unix.connect", path)
   opts = check_opts("unix.connect", opts, 2)
   check_timeout("unix.connect", opts.timeout)
   return with_timeout(opts.timeout, core.pipe_connect, path)
@@ -167,9 +177,7 @@ function tcp.serve(host, port, handler, opts)
 end
 
 function unix.serve(path, handler, opts)
-  if type(path) ~= "string" then
-    error("unix.serve: path must be a string, got " .. type(path), 2)
-  end
+  check_path("unix.serve", path)
   check_handler("unix.serve", handler)
   opts = check_opts("unix.serve", opts, 3)
   local srv = new_server(core.pipe_listen(path, opts.backlog), handler)
