@@ -791,13 +791,6 @@ static int stream_is_closed(lua_State *L) {
   return 1;
 }
 
-/* s:_buffered() -> unread bytes held by the stream (for specs of bounded buffering) */
-static int stream_buffered(lua_State *L) {
-  lstream *s = tostream(L, 1);
-  lua_pushinteger(L, (lua_Integer)(s->len - s->off));
-  return 1;
-}
-
 static int stream__tostring(lua_State *L) {
   lstream *s = tostream(L, 1);
   lua_pushfstring(L, "lasync.stream (%s%s): %p", s->tcp ? "tcp" : "pipe",
@@ -1239,7 +1232,7 @@ void lasync__open_stream(lua_State *L, lasync__runtime *rt) {
     {"shutdown", stream_shutdown}, {"close", stream_close}, {"peer", stream_peer},
     {"sock", stream_sock}, {"set_nodelay", stream_set_nodelay},
     {"set_keepalive", stream_set_keepalive}, {"closed", stream_is_closed},
-    {"write_queue_size", stream_queued}, {"_buffered", stream_buffered}, {NULL, NULL}
+    {"write_queue_size", stream_queued}, {NULL, NULL}
   };
   static const luaL_Reg stream_meta[] = {
     {"__gc", stream__gc}, {"__close", stream_close}, {"__tostring", stream__tostring},

