@@ -1,7 +1,6 @@
 -- Streams: TCP and Unix-socket clients and servers (async.tcp, async.unix).
 local helper = require("spec.helper")
 local async = helper.async
-local core = require("lasync.core")
 
 local raises = helper.expect_kind
 local tcp, unix = async.tcp, async.unix
@@ -366,8 +365,16 @@ describe("async.tcp", function()
     end)
 
     helper.it("timeout= bounds connect (kind timeout) against a listener that never accepts", function()
-      local l <close> = core.tcp_listen("127.0.0.1", 0, 1)  -- backlog 1, never accepted
-      local _, port = l:sock()
+      -- a peer whose accept queue is full: further connection attempts get no answer
+      local peer <close> = async.process.spawn{ "python3", "-c", [[
+import socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(0)
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()
+]], stdin = "pipe", stdout = "pipe" }
+      local port = math.tointeger(tonumber(peer.stdout:read_line()))
       local held, timed_out = {}, nil
       for _ = 1, 20 do
         local ok, s = pcall(tcp.connect, "127.0.0.1", port, { timeout = 0.2 * helper.SLOWDOWN })
@@ -382,6 +389,7 @@ describe("async.tcp", function()
       assert.is_true(async.is_timeout(timed_out), tostring(timed_out))
       for _, s in ipairs(held) do s:close() end
       raises("timeout", tcp.connect, "127.0.0.1", port, { timeout = 0 })
+      peer.stdin:close()  -- the peer exits
     end)
 
     helper.it("a stream closed by another task wakes its reader with kind closed", function()
