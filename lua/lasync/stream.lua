@@ -206,7 +206,9 @@ function Server:close(opts)
   end
 end
 
-Server.__close = Server.close
+function Server:__close()  -- (the error a block exits with is not an option table)
+  self:close()
+end
 
 -- server:wait(): returns once the server is closed (it no longer accepts)
 function Server:wait()
