@@ -116,7 +116,7 @@ function Process:close()
   close_pipes(self)
   local ok, err = pcall(self.wait, self)
   if not ok then
-    self._p:kill("SIGKILL")
+    if is_kind(err, "cancelled") then self._p:kill("SIGKILL") end
     error(err, 0)
   end
 end
