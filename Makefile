@@ -26,6 +26,7 @@ CFLAGS_ALL := -std=c99 -D_GNU_SOURCE $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hi
 CORE_SRC := csrc/error.c csrc/timer.c csrc/sched.c csrc/task.c csrc/scope.c csrc/waitset.c \
   csrc/ops.c csrc/loop.c csrc/http.c
 CORE_SRC += csrc/fs.c csrc/dns.c csrc/signal.c
+CORE_SRC += csrc/stream.c csrc/process.c
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HDRS := $(wildcard csrc/*.h)
 
@@ -88,6 +89,7 @@ check-asan:
 check-valgrind: all
 	LASYNC_VALGRIND=1 valgrind --quiet --error-exitcode=99 --leak-check=full \
 	  --errors-for-leak-kinds=definite --show-leak-kinds=definite --trace-children=no \
+	  --suppressions=$(CURDIR)/spec/support/valgrind.supp \
 	  $(BUSTED) --exclude-tags=slow
 
 check: check-asan check-valgrind

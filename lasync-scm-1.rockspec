@@ -28,6 +28,7 @@ build = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
         "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
         "csrc/fs.c", "csrc/dns.c", "csrc/signal.c",
+        "csrc/stream.c", "csrc/process.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "curl" },
@@ -41,5 +42,7 @@ build = {
     ["lasync.fs"] = "lua/lasync/fs.lua",
     ["lasync.dns"] = "lua/lasync/dns.lua",
     ["lasync.signal"] = "lua/lasync/signal.lua",
+    ["lasync.stream"] = "lua/lasync/stream.lua",
+    ["lasync.process"] = "lua/lasync/process.lua",
   },
 }

@@ -8,6 +8,7 @@ PKGS=(make gcc pkg-config lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev
       brotli zstd)
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(nginx-light libnginx-mod-http-echo wrk python3-aiohttp lua-http lua5.3)
+  PKGS+=(python3-uvloop)
 fi
 missing=()
 for p in "${PKGS[@]}"; do

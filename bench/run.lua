@@ -6,7 +6,7 @@
 --   BENCH_RUNS=5        processes per program; programs are interleaved run by run (the order
 --                       rotates each run) so drifting machine noise spreads over every program
 --   BENCH_ONLY=a,b      only these benchmarks (spawn, switch, timers, lock, semaphore, handoff,
---                       pipeline, http, http_burst, http_mem)
+--                       pipeline, http, http_burst, http_mem, echo1, echo100)
 --   BENCH_N=n           override every problem size (smoke tests; RESULTS.md says so)
 --   BENCH_TIMEOUT=120   seconds before one program run counts as hung
 --   BENCH_LASYNC_CMD    how to run lasync programs (default: lua5.4; e.g. build/lasync)
@@ -60,6 +60,12 @@ have.luv = have.lua and select(2, sh(LUA .. " -e 'require(\"luv\")'", true))
 have.python = select(2, sh(PYTHON .. " -c 'import asyncio'", true))
 have.node = select(2, sh(NODE .. " -e 0", true))
 have.timeout = select(2, sh("command -v timeout", true))
+-- uvloop for the echo benchmarks: Debian's python3-uvloop, when PYTHON is another python
+local UVLOOP_PY = PYTHON
+have.uvloop = select(2, sh(PYTHON .. " -c 'import uvloop'", true))
+if not have.uvloop and select(2, sh("/usr/bin/python3 -c 'import uvloop'", true)) then
+  UVLOOP_PY, have.uvloop = "/usr/bin/python3", true
+end
 
 local function wants(name)
   local o = os.getenv("BENCH_ONLY")
@@ -153,6 +159,7 @@ local missing_reason = {
   luv = "lua-luv is not installed (require('luv') fails)",
   python = PYTHON .. " not found",
   node = NODE .. " not found",
+  uvloop = "uvloop is not installed (Debian: python3-uvloop)",
 }
 for k, v in pairs(missing_http) do missing_reason[k] = v end
 
@@ -337,6 +344,33 @@ local BENCHES = {
     impls = {
       { impl = "lasync", needs = "lasync_slow", cmds = { http_cmd(LASYNC .. " bench/lasync_http.lua mem") },
         note = "10,000 spawned tasks each `c:get(url)`; heap: collectgarbage, RSS: VmHWM growth" },
+    },
+  },
+  {
+    name = "echo1",
+    title = "echo1: TCP echo round trips of a 100-byte line, 1 connection (20,000), in one process",
+    metrics = { { key = "rt_per_s", label = "round trips/s", higher = true } },
+    impls = {
+      { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_echo.lua 1" },
+        note = "async.tcp.serve + tcp.connect; `s:write(line, \"\\n\")`, `s:read_line()`" },
+      { impl = "asyncio", needs = "python", cmds = { PYTHON .. " bench/py_echo.py 1" },
+        note = "asyncio streams: start_server + open_connection; write, drain, readline" },
+      { impl = "uvloop", needs = "uvloop", cmds = { UVLOOP_PY .. " bench/py_echo.py 1 uvloop" },
+        note = "the same program on uvloop" },
+    },
+  },
+  {
+    name = "echo100",
+    title = "echo100: TCP echo round trips of a 100-byte line, 100 concurrent connections "
+      .. "(1,000 each), in one process",
+    metrics = { { key = "rt_per_s", label = "round trips/s", higher = true } },
+    impls = {
+      { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_echo.lua 100" },
+        note = "100 client tasks (gather) and 100 handler tasks" },
+      { impl = "asyncio", needs = "python", cmds = { PYTHON .. " bench/py_echo.py 100" },
+        note = "asyncio streams, 100 client coroutines (gather)" },
+      { impl = "uvloop", needs = "uvloop", cmds = { UVLOOP_PY .. " bench/py_echo.py 100 uvloop" },
+        note = "the same program on uvloop" },
     },
   },
 }
@@ -630,6 +664,16 @@ local function targets()
   add("http_burst", "http_burst: 1,000 concurrent 100 ms requests all done in < 200 ms", "wall_s",
     nil, function(l, p) return l < p end,
     function(l) return ("lasync %.0f ms"):format(l * 1000) end, 0.2)
+  local function rts(name, k)
+    return function(l, p)
+      return ("lasync %.3gk round trips/s vs %s%s %.3gk = %.3gk (lasync x %.2f)")
+        :format(l / 1e3, k == 1 and "" or (k .. " x "), name, p / 1e3, p * k / 1e3, l / p)
+    end
+  end
+  add("echo1", "echo1: lasync round trips/s >= 2x asyncio streams'", "rt_per_s", "asyncio",
+    function(l, p) return l >= 2 * p end, rts("asyncio", 2), nil, 2)
+  add("echo100", "echo100: lasync round trips/s >= 2x asyncio streams'", "rt_per_s", "asyncio",
+    function(l, p) return l >= 2 * p end, rts("asyncio", 2), nil, 2)
   add("http_mem", "http_mem: 10,000 requests in flight at once without errors", "n", nil,
     function(l, p) return l >= p end,
     function(l) return ("%d requests, all answered 200 with the right body"):format(l) end, 10000)

@@ -52,6 +52,7 @@ static const char *const class_names[LASYNC_NCLASSES] = {
   LASYNC_TASK_MT, LASYNC_FUTURE_MT, LASYNC_SCOPE_MT, LASYNC_WAITSET_MT, LASYNC_NOTIFIER_MT,
   LASYNC_OP_MT, "lasync.http.multi", "lasync.http.request",
   "lasync.fs.File", "lasync.signal",
+  "lasync.stream", "lasync.listener", "lasync.process"
 };
 
 void lasync__newclass(lua_State *L, lasync__runtime *rt, int cls, const char *name,

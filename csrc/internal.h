@@ -37,6 +37,7 @@ enum {
   LASYNC_CLS_TASK, LASYNC_CLS_FUTURE, LASYNC_CLS_SCOPE, LASYNC_CLS_WAITSET,
   LASYNC_CLS_NOTIFIER, LASYNC_CLS_OP, LASYNC_CLS_HTTP_MULTI, LASYNC_CLS_HTTP_REQUEST,
   LASYNC_CLS_FILE, LASYNC_CLS_SIGNAL,
+  LASYNC_CLS_STREAM, LASYNC_CLS_LISTENER, LASYNC_CLS_PROCESS,
   LASYNC_NCLASSES
 };
 
@@ -285,5 +286,21 @@ void lasync__open_signal(lua_State *L, lasync__runtime *rt);
 /* Signal names ("SIGTERM", also "TERM") and numbers; 0 / NULL when unknown. */
 int lasync__signal_number(const char *name);
 const char *lasync__signal_name(int signum);
+/* stream.c: the Stream type (TCP, Unix sockets, pipes, process stdio) and listeners */
+void lasync__open_stream(lua_State *L, lasync__runtime *rt);
+typedef struct lstream lasync__stream;
+/* Pushes a new Stream that owns h: h MUST be malloc'd and initialized (uv_tcp_init,
+** uv_pipe_init) on rt's loop; the Stream sets h->data and frees h in its close callback. Does
+** not raise after taking h, except for memory errors. [-0, +1, m] */
+lasync__stream *lasync__stream_wrap(lua_State *L, lasync__runtime *rt, uv_stream_t *h);
+/* Queues data on the stream s without waiting (for a subprocess's stdin given as a string),
+** then half-closes it once written. Returns 0 or a uv error. Runs no Lua. */
+int lasync__stream_feed(lasync__stream *s, const char *data, size_t len);
+/* Raises an error object {kind=, code="ENAME", message="ENAME: text (what)"}. Does not
+** return. [-0, +0, v] */
+int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *what);
+
+/* process.c: subprocesses */
+void lasync__open_process(lua_State *L, lasync__runtime *rt);
 
 #endif

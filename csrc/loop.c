@@ -286,6 +286,8 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lasync__open_fs(L, rt);
   lasync__open_dns(L, rt);
   lasync__open_signal(L, rt);
+  lasync__open_stream(L, rt);
+  lasync__open_process(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);

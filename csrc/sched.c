@@ -364,7 +364,11 @@ void lasync__run_ready(lua_State *L, lasync__runtime *rt) {
 /* {====== polling the loop ======} */
 
 static void on_wake(uv_timer_t *h) {
-  (void)h;  /* nothing to do: the scheduler fires due timers after uv_run returns */
+  /* The scheduler fires due timers after uv_run returns. But libuv runs due timers before it
+  ** computes its poll timeout: when the loop's cached time was stale (tasks ran for a while),
+  ** this timer fires at the start of uv_run and, with no other timer, the poll would block
+  ** forever on busy I/O handles. An active idle handle makes that poll return at once. */
+  keep_awake((lasync__runtime *)h->data);
 }
 
 void lasync__arm_wake(lasync__runtime *rt, double now) {
@@ -373,6 +377,7 @@ void lasync__arm_wake(lasync__runtime *rt, double now) {
     rt->wake = malloc(sizeof *rt->wake);
     if (rt->wake == NULL) abort();
     uv_timer_init(rt->loop, rt->wake);
+    rt->wake->data = rt;
   }
   if (rt->ready_head || rt->notify_head) {
     uv_timer_stop(rt->wake);

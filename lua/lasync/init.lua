@@ -44,6 +44,12 @@ M.fs = require("lasync.fs")
 M.dns = require("lasync.dns")
 M.signal = require("lasync.signal")
 
+-- streams, servers and subprocesses (lasync.stream, lasync.process)
+local stream = require("lasync.stream")
+M.tcp = stream.tcp
+M.unix = stream.unix
+M.process = require("lasync.process")
+
 -- {====== errors ======}
 
 local new_error = core.new_error  -- (kind, message [, fields]) -> error object
