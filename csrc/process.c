@@ -26,47 +26,33 @@ typedef struct lproc {
   unsigned char exited;
 } lproc;
 
-static const struct { const char *name; int num; } signals[] = {
-  {"SIGHUP", SIGHUP}, {"SIGINT", SIGINT}, {"SIGQUIT", SIGQUIT}, {"SIGILL", SIGILL},
-  {"SIGTRAP", SIGTRAP}, {"SIGABRT", SIGABRT}, {"SIGBUS", SIGBUS}, {"SIGFPE", SIGFPE},
-  {"SIGKILL", SIGKILL}, {"SIGUSR1", SIGUSR1}, {"SIGSEGV", SIGSEGV}, {"SIGUSR2", SIGUSR2},
-  {"SIGPIPE", SIGPIPE}, {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM}, {"SIGCHLD", SIGCHLD},
-  {"SIGCONT", SIGCONT}, {"SIGSTOP", SIGSTOP}, {"SIGTSTP", SIGTSTP}, {"SIGTTIN", SIGTTIN},
-  {"SIGTTOU", SIGTTOU}, {"SIGURG", SIGURG}, {"SIGXCPU", SIGXCPU}, {"SIGXFSZ", SIGXFSZ},
-  {"SIGVTALRM", SIGVTALRM}, {"SIGPROF", SIGPROF}, {"SIGWINCH", SIGWINCH}, {"SIGIO", SIGIO},
-  {"SIGSYS", SIGSYS}, {NULL, 0}
-};
-
 static void free_handle(uv_handle_t *h) {
   free(h);
 }
 
-/* Pushes the name of signal n ("SIGTERM"), or "SIG<n>" for one without a name here. */
+/* Pushes the name of signal n ("SIGTERM"), or "SIG<n>" for one without a name. */
 static void push_signame(lua_State *L, int n) {
-  int i;
-  for (i = 0; signals[i].name; i++)
-    if (signals[i].num == n) {
-      lua_pushstring(L, signals[i].name);
-      return;
-    }
-  lua_pushfstring(L, "SIG%d", n);
+  const char *name = lasync__signal_name(n);
+  if (name)
+    lua_pushstring(L, name);
+  else
+    lua_pushfstring(L, "SIG%d", n);
 }
 
 /* The signal number of the argument at idx (a name such as "SIGTERM" or "TERM", or a number). */
 static int check_signal(lua_State *L, int idx, int def) {
   const char *name;
-  int i;
+  int n;
   if (lua_isnoneornil(L, idx)) return def;
   if (lua_type(L, idx) == LUA_TNUMBER) {
-    lua_Integer n = luaL_checkinteger(L, idx);
-    luaL_argcheck(L, n >= 0 && n < 65, idx, "not a signal number");
-    return (int)n;
+    lua_Integer k = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, k >= 0 && k < 65, idx, "not a signal number");
+    return (int)k;
   }
   name = luaL_checkstring(L, idx);
-  for (i = 0; signals[i].name; i++)
-    if (strcmp(signals[i].name, name) == 0 || strcmp(signals[i].name + 3, name) == 0)
-      return signals[i].num;
-  return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  n = lasync__signal_number(name);
+  if (n == 0) return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  return n;
 }
 
 /* {====== the child's exit: no Lua ======} */
