@@ -25,6 +25,7 @@ CFLAGS_ALL := -std=c99 -D_GNU_SOURCE $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hi
 
 CORE_SRC := csrc/error.c csrc/timer.c csrc/sched.c csrc/task.c csrc/scope.c csrc/waitset.c \
   csrc/ops.c csrc/loop.c csrc/http.c
+CORE_SRC += csrc/thread.c
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HDRS := $(wildcard csrc/*.h)
 

@@ -27,6 +27,7 @@ build = {
       sources = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
         "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
+        "csrc/thread.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "curl" },

@@ -277,4 +277,7 @@ void lasync__open_http(lua_State *L, lasync__runtime *rt);
 /* timer.c */
 void lasync__open_timer(lua_State *L, lasync__runtime *rt);
 
+/* thread.c: core.to_thread (libuv's thread pool, worker Lua states) */
+void lasync__open_thread(lua_State *L, lasync__runtime *rt);
+
 #endif

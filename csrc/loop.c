@@ -283,6 +283,7 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lasync__open_waitset(L, rt);
   lasync__open_ops(L, rt);
   lasync__open_http(L, rt);
+  lasync__open_thread(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);

@@ -41,6 +41,9 @@ M.RateLimiter = sync.RateLimiter
 
 M.http = require("lasync.http")
 
+-- fn(...) on libuv's thread pool, in a separate Lua state (csrc/thread.c)
+M.to_thread = core.to_thread
+
 -- {====== errors ======}
 
 local new_error = core.new_error  -- (kind, message [, fields]) -> error object
