@@ -364,7 +364,13 @@ void lasync__run_ready(lua_State *L, lasync__runtime *rt) {
 /* {====== polling the loop ======} */
 
 static void on_wake(uv_timer_t *h) {
-  (void)h;  /* nothing to do: the scheduler fires due timers after uv_run returns */
+  /* The scheduler fires due timers after uv_run returns. The wake timer is armed against
+  ** libuv's cached time, so it can already be due when uv_run(UV_RUN_ONCE) starts: libuv then
+  ** runs it before computing the poll timeout, and with no other timer the poll would block
+  ** until some I/O or thread-pool completion (forever, if that is what the task waits for).
+  ** uv_stop makes that poll return at once. Not on a host's loop: it may run UV_RUN_DEFAULT. */
+  lasync__runtime *rt = (lasync__runtime *)h->data;
+  if (rt != NULL && !rt->hosted) uv_stop(h->loop);
 }
 
 void lasync__arm_wake(lasync__runtime *rt, double now) {
@@ -373,6 +379,7 @@ void lasync__arm_wake(lasync__runtime *rt, double now) {
     rt->wake = malloc(sizeof *rt->wake);
     if (rt->wake == NULL) abort();
     uv_timer_init(rt->loop, rt->wake);
+    rt->wake->data = rt;
   }
   if (rt->ready_head || rt->notify_head) {
     uv_timer_stop(rt->wake);
