@@ -758,8 +758,14 @@ static void push_code(lua_State *L) {
   if (lua_iscfunction(L, 1))
     argerror(L, 1, "a C function cannot run on a thread: wrap the call in a Lua function");
   for (i = 1; (name = lua_getupvalue(L, 1, i)) != NULL; i++) {
+    int env = strcmp(name, "_ENV") == 0;
+    if (!env && i == 1) {  /* stripped bytecode has no names: the global table is _ENV */
+      lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
+      env = lua_rawequal(L, -1, -2);
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
-    if (strcmp(name, "_ENV") != 0) {
+    if (!env) {
       lua_pushfstring(L, "the function uses the upvalue '%s', a local variable of an enclosing "
                       "function: it cannot be shared with a thread; pass its value as an "
                       "argument", name);
