@@ -61,6 +61,8 @@ static wbuf *newbuf(lua_State *L) {
   return b;
 }
 
+static void put(lua_State *L, wbuf *b, const void *d, size_t n);
+
 static void newbufmeta(lua_State *L) {
   if (luaL_newmetatable(L, BUF_MT)) {
     lua_pushcfunction(L, buf__gc);
@@ -308,7 +310,7 @@ static int enc_values(lua_State *L, wbuf *b, int first, int last) {
 typedef struct dec {
   lua_State *L;
   const char *p, *end;
-  int refs;                    /* stack index of the number -> table list */
+  int refs;                    /* stack index of the number -> table list (nil until needed) */
   uint32_t ntables;
 } dec;
 
@@ -360,6 +362,10 @@ static void dec_value(dec *d) {
       uint32_t narr = get_u32(d), i, nrec;
       int t;
       luaL_checkstack(L, 4, "tables nested too deep");
+      if (d->ntables == 0) {  /* the first table: now the list is needed */
+        lua_newtable(L);
+        lua_replace(L, d->refs);
+      }
       lua_createtable(L, narr > (1u << 24) ? (1 << 24) : (int)narr, 0);
       t = lua_gettop(L);
       lua_pushvalue(L, t);
@@ -391,7 +397,7 @@ static int dec_values(lua_State *L, const char *p, size_t n) {
   d.p = p;
   d.end = p + n;
   d.ntables = 0;
-  lua_newtable(L);
+  lua_pushnil(L);  /* the list of tables, made by the first table */
   d.refs = lua_gettop(L);
   count = get_u32(&d);
   luaL_checkstack(L, (int)(count > 1000000 ? 1000000 : count) + 4, "too many values");
@@ -841,6 +847,9 @@ static int core_to_thread(lua_State *L) {
   push_code(L);                                            /* n + 2 */
   b = newbuf(L);                                           /* n + 3 */
   code = lua_tolstring(L, n + 2, &ncode);
+  b->p = (char *)malloc(ncode + 256);  /* the code and, usually, the arguments */
+  if (b->p == NULL) return luaL_error(L, "not enough memory");
+  b->cap = ncode + 256;
   put(L, b, code, ncode);
   bad = enc_values(L, b, 2, n);
   if (bad) {
