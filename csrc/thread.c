@@ -32,6 +32,7 @@
 #define CACHE_KEY "lasync.thread.cache"  /* worker registry: bytecode -> loaded function */
 #define CACHE_MAX 64                     /* functions a worker state keeps loaded */
 #define MAXDEPTH 100                     /* nesting of tables that can be copied */
+#define BIG_JOB (1u << 20)               /* bytes moved: collect the worker state's garbage */
 
 /* {====== buffers and the value format ======} */
 
@@ -60,8 +61,6 @@ static wbuf *newbuf(lua_State *L) {
   luaL_setmetatable(L, BUF_MT);
   return b;
 }
-
-static void put(lua_State *L, wbuf *b, const void *d, size_t n);
 
 static void newbufmeta(lua_State *L) {
   if (luaL_newmetatable(L, BUF_MT)) {
@@ -641,7 +640,7 @@ static void on_work(uv_work_t *req) {
   tpool *p = j->pool;
   wstate *w;
   uv_mutex_lock(&p->mu);
-  if (j->abandoned) {  /* the task was cancelled after the job started: do nothing */
+  if (j->abandoned) {  /* cancelled while queued, too late for uv_cancel: do nothing */
     uv_mutex_unlock(&p->mu);
     j->status = J_CANCELED;
     return;
@@ -661,6 +660,8 @@ static void on_work(uv_work_t *req) {
   lua_pushlightuserdata(w->L, w);
   if (lua_pcall(w->L, 2, 0, 0) != LUA_OK) job_message(j, w->L, J_FAIL);
   lua_settop(w->L, 0);
+  if (j->nin + j->nout >= BIG_JOB)  /* an idle state would sit on the copies until reused */
+    lua_gc(w->L, LUA_GCCOLLECT);
   uv_mutex_lock(&p->mu);
   if (p->closed) {
     uv_mutex_unlock(&p->mu);
