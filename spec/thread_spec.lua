@@ -416,6 +416,28 @@ describe("async.to_thread", function()
     assert.matches("to_thread must be called from a task", err)
   end)
 
+  it("works on a host's loop; a call abandoned there ends after the Lua state closed", function()
+    -- examples/embed/host.c drives lasync with lasync_step, closes the Lua state when no task
+    -- is left, then runs its loop until the abandoned call's thread is done
+    local script = helper.script([[
+local async = require('lasync')
+print(async.to_thread(function(a, b) return a + b end, 2, 3))
+local slow = async.spawn(async.to_thread, function()
+  local p = io.popen("sleep 0.2")
+  p:read("a")
+  p:close()
+end)
+async.sleep(0.01)
+slow:cancel()
+print(pcall(slow.await, slow))
+]])
+    local r = helper.sh("cd " .. helper.q(helper.ROOT) .. " && timeout 30 "
+      .. helper.q(helper.ROOT .. "/build/embed-host") .. " " .. helper.q(script))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("", r.stderr)
+    assert.matches("^5\nfalse\tcancelled: task '[^']+' was cancelled\n$", r.stdout)
+  end)
+
   it("a script that ends while a call runs exits cleanly after the call", function()
     local r = helper.lasync(helper.q(helper.script([[
 local async = require("lasync")
