@@ -61,6 +61,8 @@ local function expect_error(pattern, fn, ...)
 end
 
 describe("async.to_thread", function()
+  after_each(helper.cleanup)  -- gate files and scripts
+
   describe("copies arguments and results", function()
     helper.it("of every allowed type, keeping integers and floats apart", function()
       local long = string.rep("x", 1000000) .. "\0\255"
