@@ -27,6 +27,7 @@ CORE_SRC := csrc/error.c csrc/timer.c csrc/sched.c csrc/task.c csrc/scope.c csrc
   csrc/ops.c csrc/loop.c csrc/http.c
 CORE_SRC += csrc/fs.c csrc/dns.c csrc/signal.c
 CORE_SRC += csrc/stream.c csrc/process.c
+CORE_SRC += csrc/thread.c
 CORE_OBJ := $(CORE_SRC:csrc/%.c=$(BUILD)/obj/%.o)
 HDRS := $(wildcard csrc/*.h)
 

@@ -29,6 +29,7 @@ build = {
         "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
         "csrc/fs.c", "csrc/dns.c", "csrc/signal.c",
         "csrc/stream.c", "csrc/process.c",
+        "csrc/thread.c",
       },
       defines = { "_GNU_SOURCE" },
       libraries = { "uv", "curl" },

@@ -6,7 +6,8 @@
 --   BENCH_RUNS=5        processes per program; programs are interleaved run by run (the order
 --                       rotates each run) so drifting machine noise spreads over every program
 --   BENCH_ONLY=a,b      only these benchmarks (spawn, switch, timers, lock, semaphore, handoff,
---                       pipeline, http, http_burst, http_mem, echo1, echo100)
+--                       pipeline, http, http_burst, http_mem, echo1, echo100,
+--                       to_thread)
 --   BENCH_N=n           override every problem size (smoke tests; RESULTS.md says so)
 --   BENCH_TIMEOUT=120   seconds before one program run counts as hung
 --   BENCH_LASYNC_CMD    how to run lasync programs (default: lua5.4; e.g. build/lasync)
@@ -373,6 +374,24 @@ local BENCHES = {
         note = "the same program on uvloop" },
     },
   },
+  {
+    name = "to_thread",
+    title = "to_thread: calls/s of a trivial function on the thread pool (20,000 one after the"
+      .. " other; 50,000 by 64 concurrent tasks)",
+    metrics = {
+      { key = "seq_calls_per_s", label = "sequential calls/s", higher = true },
+      { key = "conc_calls_per_s", label = "64 tasks calls/s", higher = true },
+    },
+    impls = {
+      { impl = "lasync", needs = "lasync",
+        cmds = { LASYNC .. " bench/lasync_to_thread.lua seq",
+                 LASYNC .. " bench/lasync_to_thread.lua conc" },
+        note = "`async.to_thread(fn, i)`; libuv pool (4 threads), worker Lua states reused" },
+      { impl = "asyncio", needs = "python",
+        cmds = { PYTHON .. " bench/py_to_thread.py seq", PYTHON .. " bench/py_to_thread.py conc" },
+        note = "`await asyncio.to_thread(fn, i)`; default executor" },
+    },
+  },
 }
 
 local only = os.getenv("BENCH_ONLY")
@@ -677,6 +696,13 @@ local function targets()
   add("http_mem", "http_mem: 10,000 requests in flight at once without errors", "n", nil,
     function(l, p) return l >= p end,
     function(l) return ("%d requests, all answered 200 with the right body"):format(l) end, 10000)
+  local function calls(l, p)
+    return ("lasync %.3gk calls/s vs asyncio %.3gk (lasync x %.2f)"):format(l / 1e3, p / 1e3, l / p)
+  end
+  add("to_thread", "to_thread: lasync sequential calls/s >= asyncio's", "seq_calls_per_s",
+    "asyncio", function(l, p) return l >= p end, calls)
+  add("to_thread", "to_thread: lasync calls/s from 64 tasks >= asyncio's", "conc_calls_per_s",
+    "asyncio", function(l, p) return l >= p end, calls)
   return out
 end
 
@@ -829,6 +855,12 @@ w(([[
   a baseline before the spawns, per request. RSS B/req uses the peak (VmHWM) growth, so it
   includes libcurl's buffers and connections (curl allocates about 16 KiB of receive buffer per
   transfer).
+- to_thread: the overhead of a call, with a function that returns its argument: 20,000 calls
+  one after the other by one task, and 50,000 calls by 64 tasks at once (lasync `async.map` with
+  concurrency 64, asyncio 64 worker tasks); each program first makes 64 calls untimed so that the
+  pool's threads (and lasync's worker Lua states) exist, then times the calls and checks the sum
+  of the results. lasync runs on libuv's pool (4 threads by default), asyncio on its default
+  executor (a ThreadPoolExecutor of min(32, cores + 4) threads).
 - Raw RESULT lines of the last run are in bench/out/raw.txt (not committed).]])
   :format(RUNS, LASYNC))
 w()

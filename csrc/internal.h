@@ -302,5 +302,7 @@ int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *
 
 /* process.c: subprocesses */
 void lasync__open_process(lua_State *L, lasync__runtime *rt);
+/* thread.c: core.to_thread (libuv's thread pool, worker Lua states) */
+void lasync__open_thread(lua_State *L, lasync__runtime *rt);
 
 #endif

@@ -288,6 +288,7 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lasync__open_signal(L, rt);
   lasync__open_stream(L, rt);
   lasync__open_process(L, rt);
+  lasync__open_thread(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);

@@ -393,6 +393,7 @@ void lasync__arm_wake(lasync__runtime *rt, double now) {
   delay = ceil(delay * 1000.0);
   if (delay < 0) delay = 0;
   if (delay > 1e9) delay = 1e9;
+  uv_update_time(rt->loop);  /* relative to now, not to libuv's time cached at the last poll */
   uv_timer_start(rt->wake, on_wake, (uint64_t)delay, 0);
 }
 

@@ -50,6 +50,9 @@ M.tcp = stream.tcp
 M.unix = stream.unix
 M.process = require("lasync.process")
 
+-- fn(...) on libuv's thread pool, in a separate Lua state (csrc/thread.c)
+M.to_thread = core.to_thread
+
 -- {====== errors ======}
 
 local new_error = core.new_error  -- (kind, message [, fields]) -> error object
