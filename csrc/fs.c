@@ -111,7 +111,13 @@ static const char *checkpath(lua_State *L, int idx) {
 
 /* {====== requests ======} */
 
+/* Frees r; closes the descriptor its File handed over when it was closed meanwhile. */
 static void freq_free(freq *r) {
+  if (r->close_fd >= 0) {
+    uv_fs_t c;
+    uv_fs_close(r->req.loop, &c, r->close_fd, NULL);
+    uv_fs_req_cleanup(&c);
+  }
   uv_fs_req_cleanup(&r->req);
   free(r->data);
   free(r);
@@ -122,11 +128,6 @@ static void freq_abandoned_end(freq *r) {
   if (r->kind == REQ_OPEN && r->req.result >= 0) {
     uv_fs_t c;  /* an abandoned open succeeded: nobody will ever own this descriptor */
     uv_fs_close(r->req.loop, &c, (uv_file)r->req.result, NULL);
-    uv_fs_req_cleanup(&c);
-  }
-  if (r->close_fd >= 0) {
-    uv_fs_t c;  /* its File was closed or collected while this request ran */
-    uv_fs_close(r->req.loop, &c, r->close_fd, NULL);
     uv_fs_req_cleanup(&c);
   }
   freq_free(r);
@@ -146,8 +147,10 @@ static void on_fs(uv_fs_t *req) {
   }
   r->done = 1;
   if (f) {
-    f->inflight = NULL;
-    r->file = NULL;
+    if (r->op == NULL) {  /* abandoned: the File is free again */
+      f->inflight = NULL;
+      r->file = NULL;
+    }  /* else it stays busy until the deliver or cancel function ran */
     if (r->kind == REQ_READ) {
       /* keep what was read even when the reader was cancelled: the next read returns it */
       if (req->result > 0) {
@@ -158,7 +161,7 @@ static void on_fs(uv_fs_t *req) {
     } else if (r->kind == REQ_WRITE && f->append && req->result >= 0) {
       f->eof = 0;
     }
-    if (f->idle_op) {  /* a task waits to use the file: it may go on now */
+    if (r->op == NULL && f->idle_op) {  /* a task waits to use the file: it may go on */
       lasync_op *op = f->idle_op;
       f->idle_op = NULL;
       lasync_op_complete(op, 0);
@@ -185,11 +188,25 @@ static int write_more(freq *r) {
   return 1;
 }
 
+/* The deliver or cancel function is done with r: its File may be used again. */
+static void freq_release_file(freq *r) {
+  lfile *f = r->file;
+  if (f == NULL) return;
+  f->inflight = NULL;
+  r->file = NULL;
+  if (f->idle_op) {
+    lasync_op *op = f->idle_op;
+    f->idle_op = NULL;
+    lasync_op_complete(op, 0);
+  }
+}
+
 /* lasync_op cancel: the waiting task was cancelled. Runs no Lua. */
 static void fs_cancel(void *data) {
   freq *r = (freq *)data;
   if (r->done) {  /* completed, but the task was cancelled before it resumed */
     r->op = NULL;
+    freq_release_file(r);
     freq_abandoned_end(r);
     return;
   }
@@ -522,10 +539,12 @@ static int read_deliver(lua_State *L, void *data, int status) {
   ssize_t res = r->req.result;
   lfile *f = (lfile *)lua_touserdata(L, 1);
   (void)status;
+  freq_release_file(r);
   freq_free(r);
   lua_pop(L, 1);  /* the op */
   if (f->fd < 0) return luaL_error(L, "attempt to use a closed file");
   if (res < 0) return raise_file(L, (int)res, "read");
+  f->nargs = lua_gettop(L);  /* the formats are the arguments of this call */
   return read_step(L, f);
 }
 
@@ -728,6 +747,7 @@ static int write_deliver(lua_State *L, void *data, int status) {
   freq *r = (freq *)data;
   ssize_t res = r->req.result;
   (void)status;
+  freq_release_file(r);
   freq_free(r);
   if (res < 0) return raise_file(L, (int)res, "write");
   lua_pushvalue(L, 1);

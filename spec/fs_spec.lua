@@ -383,6 +383,50 @@ describe("async.fs", function()
       helper.expect_plain_error({ "another task" }, f.read, f, 1)
       assert.equal(1 << 20, #t:await())
     end)
+
+    helper.it("a file stays busy until its reader resumed: no other task takes its data", function()
+      fs.write_file(path("lines"), "a\nb\nc\nd\n")
+      local f <close> = fs.open(path("lines"))
+      local started, a_done = false, false
+      local b = async.spawn(function()
+        while not started do async.sleep(0) end
+        while true do  -- tries in every turn, the one where A's read completed included
+          local ok, x, y = pcall(f.read, f, "l", "l")
+          if ok then return a_done, x, y end
+          assert.matches("another task is already using this file", tostring(x), 1, true)
+          async.sleep(0)
+        end
+      end)
+      local a = async.spawn(function()
+        started = true
+        local line = f:read("l")
+        a_done = true
+        return line
+      end)
+      assert.equal("a", helper.finish(a))
+      local was_done, x, y = helper.finish(b)
+      assert.is_true(was_done)
+      assert.equal("b", x)
+      assert.equal("c", y)
+    end)
+
+    helper.it("closing a file while another task reads or writes it releases the descriptor", function()
+      local function nfds() return #fs.list_dir("/proc/self/fd") end
+      fs.write_file(path("big"), ("x"):rep(100000))
+      local before = nfds()
+      for i = 1, 10 do
+        local f = fs.open(path("big"), "r+")
+        local t = async.spawn(function()
+          if i % 2 == 0 then return pcall(f.write, f, ("y"):rep(100000)) end
+          return pcall(f.read, f, "a")
+        end)
+        async.sleep(0)  -- t now waits on its request
+        f:close()
+        local ok, err = helper.finish(t)
+        if not ok then assert.matches("closed file", tostring(err), 1, true) end
+      end
+      assert.equal(before, nfds())
+    end)
   end)
 
   describe("misuse", function()
