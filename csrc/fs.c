@@ -211,7 +211,10 @@ static void fs_cancel(void *data) {
     return;
   }
   r->op = NULL;  /* the fs callback frees it */
-  uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
+  /* a cancelled write still writes all of its data (it is a copy): only reads, opens and
+  ** path requests are taken off the queue */
+  if (r->kind != REQ_WRITE)
+    uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
 }
 
 static freq *freq_new(lua_State *L, lasync_op *op, int kind) {

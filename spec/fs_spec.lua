@@ -427,6 +427,30 @@ describe("async.fs", function()
       end
       assert.equal(before, nfds())
     end)
+
+    helper.it("a cancelled write that is still queued writes all of its data", function()
+      -- every thread of the pool blocks opening a FIFO that has no writer yet: the write queues
+      local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
+      local f = fs.open(path("out"), "w")
+      local fifos, openers = {}, {}
+      for i = 1, n do
+        fifos[i] = path("fifo" .. i)
+        assert(os.execute("mkfifo " .. helper.q(fifos[i])))
+        openers[i] = async.spawn(fs.open, fifos[i])
+      end
+      async.sleep(0)
+      local w = helper.started(f.write, f, "hello", " world")
+      w:cancel()
+      helper.expect_cancelled(w)
+      for i = 1, n do  -- each open for writing meets a blocked open for reading
+        local wf = assert(io.open(fifos[i], "w"))
+        wf:close()
+      end
+      for i = 1, n do helper.finish(openers[i]):close() end
+      f:write("!")  -- waits until the abandoned write ended
+      f:close()
+      assert.equal("hello world!", fs.read_file(path("out")))
+    end)
   end)
 
   describe("misuse", function()
