@@ -149,6 +149,19 @@ describe("async.fs", function()
       assert.equal("ENOTDIR", raises("fs", fs.mkdir, path("p/file/sub"), { parents = true }).code)
     end)
 
+    helper.it("mkdir{parents = true} and remove raise a deadline's timeout, never an fs error", function()
+      fs.mkdir(path("there"))
+      local function check(fn, ...)
+        for i = 1, 200 do
+          local ok, err = pcall(async.timeout, (i % 40) * 0.000005 * helper.SLOWDOWN, fn, ...)
+          assert.is_true(ok or async.is_timeout(err), tostring(err))
+          if not fs.exists(path("there")) then fs.mkdir(path("there")) end
+        end
+      end
+      check(fs.mkdir, path("there"), { parents = true })  -- mkdir (EEXIST), then stat
+      check(fs.remove, path("there"))                     -- unlink (EISDIR), then stat
+    end)
+
     helper.it("mkdir takes a permission mode", function()
       fs.mkdir(path("m"), { mode = tonumber("700", 8) })
       assert.equal(tonumber("700", 8), fs.stat(path("m")).perm)

@@ -90,12 +90,21 @@ local function dirname(path)
   return path:sub(1, 1) == "/" and "/" or "."
 end
 
+-- true if path is a directory, false if it is missing or not one; anything else (Cancelled,
+-- a timeout, EACCES) is raised
+local function is_dir(path, follow)
+  local ok, st = pcall(fs_stat, path, follow)
+  if ok then return st.type == "directory" end
+  if is_code(st, "ENOENT", "ENOTDIR") then return false end
+  error(st, 0)
+end
+
+-- makes path and its missing parents
 local function mkdir_parents(path, mode)
   local ok, err = pcall(fs_mkdir, path, mode)
   if ok then return end
   if is_code(err, "EEXIST") then
-    local sok, st = pcall(fs_stat, path, true)
-    if sok and st.type == "directory" then return end
+    if is_dir(path, true) then return end
     error(err, 0)
   end
   if not is_code(err, "ENOENT") then error(err, 0) end
@@ -103,7 +112,7 @@ local function mkdir_parents(path, mode)
   if parent == path or parent == "." or parent == "/" then error(err, 0) end
   mkdir_parents(parent, mode)
   ok, err = pcall(fs_mkdir, path, mode)  -- another task may have made it meanwhile
-  if not ok and not is_code(err, "EEXIST") then error(err, 0) end
+  if not ok and not (is_code(err, "EEXIST") and is_dir(path, true)) then error(err, 0) end
 end
 
 function M.mkdir(path, opts)
@@ -131,10 +140,7 @@ function M.remove(path, opts)
   if opts.recursive then return remove_tree(path) end
   local ok, err = pcall(fs_unlink, path)
   if ok then return true end
-  if is_code(err, "EISDIR", "EPERM") then
-    local sok, st = pcall(fs_stat, path, false)
-    if sok and st.type == "directory" then return fs_rmdir(path) end
-  end
+  if is_code(err, "EISDIR", "EPERM") and is_dir(path, false) then return fs_rmdir(path) end
   error(err, 0)
 end
 
