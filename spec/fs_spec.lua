@@ -167,6 +167,15 @@ describe("async.fs", function()
       assert.equal(tonumber("700", 8), fs.stat(path("m")).perm)
     end)
 
+    helper.it("mkdir{parents = true, mode = m} gives m to the last directory only", function()
+      fs.mkdir(path("ref"))
+      local default = fs.stat(path("ref")).perm
+      assert.is_true(fs.mkdir(path("p/q/r"), { parents = true, mode = tonumber("555", 8) }))
+      assert.equal(tonumber("555", 8), fs.stat(path("p/q/r")).perm)
+      assert.equal(default, fs.stat(path("p")).perm)
+      assert.equal(default, fs.stat(path("p/q")).perm)
+    end)
+
     helper.it("remove deletes a file or an empty directory, not a full one unless recursive", function()
       fs.write_file(path("f"), "")
       fs.remove(path("f"))

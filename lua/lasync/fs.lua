@@ -99,7 +99,7 @@ local function is_dir(path, follow)
   error(st, 0)
 end
 
--- makes path and its missing parents
+-- makes path (with `mode`) and its missing parents (with the default mode)
 local function mkdir_parents(path, mode)
   local ok, err = pcall(fs_mkdir, path, mode)
   if ok then return end
@@ -110,7 +110,7 @@ local function mkdir_parents(path, mode)
   if not is_code(err, "ENOENT") then error(err, 0) end
   local parent = dirname(path)
   if parent == path or parent == "." or parent == "/" then error(err, 0) end
-  mkdir_parents(parent, mode)
+  mkdir_parents(parent, nil)  -- the parents get the default mode, as mkdir -p does
   ok, err = pcall(fs_mkdir, path, mode)  -- another task may have made it meanwhile
   if not ok and not (is_code(err, "EEXIST") and is_dir(path, true)) then error(err, 0) end
 end
