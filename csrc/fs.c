@@ -827,14 +827,14 @@ static int file_flush(lua_State *L) {
   return 1;
 }
 
+/* __gc and __close (a closed File is fine) */
 static int file__gc(lua_State *L) {
-  lfile *f = (lfile *)lua_touserdata(L, 1);
-  file_do_close(f);
+  file_do_close((lfile *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FILE));
   return 0;
 }
 
 static int file__tostring(lua_State *L) {
-  lfile *f = (lfile *)lua_touserdata(L, 1);
+  lfile *f = (lfile *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FILE);
   if (f->fd < 0)
     lua_pushfstring(L, "lasync.fs.File (closed)");
   else

@@ -174,13 +174,14 @@ static int sig_lclose(lua_State *L) {
   return 0;
 }
 
+/* __gc and __close */
 static int sig__gc(lua_State *L) {
-  sig_close((lsig *)lua_touserdata(L, 1));
+  sig_close(checksig(L));
   return 0;
 }
 
 static int sig__tostring(lua_State *L) {
-  lsig *s = (lsig *)lua_touserdata(L, 1);
+  lsig *s = checksig(L);
   lua_pushfstring(L, "lasync.signal (%s%s)", signame(s->signum), s->h ? "" : ", closed");
   return 1;
 }

@@ -489,6 +489,14 @@ describe("async.fs", function()
       helper.expect_plain_error({ "invalid option" }, f.seek, f, "middle")
     end)
 
+    helper.it("File metamethods called with something else raise instead of crashing", function()
+      local mt = getmetatable(fs.open("/dev/null"))
+      for _, name in ipairs({ "__tostring", "__close", "__gc" }) do
+        helper.expect_plain_error({ "lasync.fs.File expected" }, mt[name], {})
+        helper.expect_plain_error({ "lasync.fs.File expected" }, mt[name], io.stdout)
+      end
+    end)
+
     it("calls outside a task raise a plain error", function()
       local ok, err = pcall(fs.read_file, "/etc/hostname")
       assert.is_false(ok)

@@ -104,6 +104,14 @@ describe("async.signal", function()
     helper.expect_plain_error({ "unknown signal" }, signal.raise, "NOPE")
   end)
 
+  helper.it("watcher metamethods called with something else raise instead of crashing", function()
+    local mt = debug.getregistry()["lasync.signal"]
+    for _, name in ipairs({ "__tostring", "__close", "__gc" }) do
+      helper.expect_plain_error({ "lasync.signal expected" }, mt[name], {})
+      helper.expect_plain_error({ "lasync.signal expected" }, mt[name], io.stdout)
+    end
+  end)
+
   describe("in the interpreter", function()
     it("a script that only waits for a signal waits (no deadlock) and gets it", function()
       local path = helper.script([[
