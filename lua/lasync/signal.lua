@@ -6,8 +6,8 @@
 --
 -- Watchers are uv_signal_t handles (csrc/signal.c). While a signal is watched, libuv's handler
 -- replaces the default action (SIGINT no longer kills the process, ...); when the last watcher
--- of a signal closes, the previous behaviour comes back (the interpreter's Ctrl-C handling
--- included).
+-- of a signal closes, the disposition in place before the first one comes back (the
+-- interpreter's Ctrl-C handling included).
 local core = require("lasync.core")
 
 local M = {}
