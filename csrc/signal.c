@@ -131,6 +131,9 @@ static int signal_watch(lua_State *L) {
   uv_signal_t *h;
   luaL_argcheck(L, signum != SIGKILL && signum != SIGSTOP, 1, "SIGKILL and SIGSTOP cannot be "
                 "caught");
+  luaL_argcheck(L, signum != SIGSEGV && signum != SIGBUS && signum != SIGFPE &&
+                signum != SIGILL, 1, "a fault signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL) cannot be "
+                "watched");
   s = (lsig *)lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   s->signum = signum;

@@ -102,6 +102,10 @@ describe("async.signal", function()
     helper.expect_plain_error({ "cannot be caught" }, signal.on, "SIGKILL", function() end)
     helper.expect_plain_error({ "function expected" }, signal.on, "SIGUSR1", nil)
     helper.expect_plain_error({ "unknown signal" }, signal.raise, "NOPE")
+    for _, name in ipairs({ "SIGSEGV", "BUS", "SIGFPE", "SIGILL" }) do
+      helper.expect_plain_error({ "fault signal" }, signal.wait, name)
+      helper.expect_plain_error({ "fault signal" }, signal.on, name, function() end)
+    end
   end)
 
   it("the disposition before the first watcher comes back when the last one closes", function()

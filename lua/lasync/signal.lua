@@ -27,6 +27,11 @@ local function checkname(fname, name)
   if fname ~= "raise" and (n == number("SIGKILL") or n == number("SIGSTOP")) then
     error(("bad argument #1 to '%s' (%s cannot be caught)"):format(fname, name), 3)
   end
+  if fname ~= "raise" and (n == number("SIGSEGV") or n == number("SIGBUS") or n == number("SIGFPE")
+      or n == number("SIGILL")) then
+    error(("bad argument #1 to '%s' (%s is a fault signal: it cannot be watched)"):format(fname,
+      name), 3)
+  end
 end
 
 -- wait(name) -> name: suspends the calling task until the signal arrives
