@@ -32,6 +32,8 @@ enum { REQ_PATH, REQ_OPEN, REQ_READ, REQ_WRITE };
 
 typedef struct freq {
   uv_fs_t req;
+  lasync__runtime *rt;
+  lasync__abandoned ab;        /* linked while abandoned and still running */
   lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   lfile *file;                 /* the File a read/write belongs to; NULL once it was closed */
   char *data;                  /* read: the thread pool's buffer; write: a copy of the data */
@@ -146,6 +148,7 @@ static void on_fs(uv_fs_t *req) {
     if (r->done_len < r->len && req->result > 0 && write_more(r)) return;
   }
   r->done = 1;
+  lasync__abandon_end(&r->ab);
   if (f) {
     if (r->op == NULL) {  /* abandoned: the File is free again */
       f->inflight = NULL;
@@ -211,6 +214,7 @@ static void fs_cancel(void *data) {
     return;
   }
   r->op = NULL;  /* the fs callback frees it */
+  lasync__abandon(r->rt, &r->ab);
   /* a cancelled write still writes all of its data (it is a copy): only reads, opens and
   ** path requests are taken off the queue */
   if (r->kind != REQ_WRITE)
@@ -220,6 +224,7 @@ static void fs_cancel(void *data) {
 static freq *freq_new(lua_State *L, lasync_op *op, int kind) {
   freq *r = (freq *)calloc(1, sizeof *r);
   if (r == NULL) luaL_error(L, "not enough memory");
+  r->rt = lasync__rt(L);
   r->op = op;
   r->kind = kind;
   r->close_fd = -1;
@@ -912,6 +917,8 @@ static int fs_open(lua_State *L) {
 ** trip to the thread pool instead of three or four. Same lifetime rules as freq. */
 typedef struct wjob {
   uv_work_t work;
+  lasync__abandoned ab;        /* linked while abandoned and still running */
+  lasync__runtime *rt;
   lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   char *path;
   char *data;                  /* read: the content; write: a copy of the data */
@@ -986,6 +993,7 @@ static void whole_work(uv_work_t *w) {
 static void whole_after(uv_work_t *w, int status) {
   wjob *j = (wjob *)w->data;
   j->done = 1;
+  lasync__abandon_end(&j->ab);
   if (status < 0 && j->err == 0) {  /* UV_ECANCELED: taken off the queue */
     j->err = status;
     j->syscall = "open";
@@ -999,10 +1007,12 @@ static void whole_after(uv_work_t *w, int status) {
 static void whole_cancel(void *data) {
   wjob *j = (wjob *)data;
   j->op = NULL;
-  if (j->done)
+  if (j->done) {
     wjob_free(j);
-  else
+  } else {
+    lasync__abandon(j->rt, &j->ab);
     uv_cancel((uv_req_t *)&j->work);  /* fails harmlessly once a thread runs it */
+  }
 }
 
 static int whole_deliver(lua_State *L, void *data, int status) {
@@ -1044,6 +1054,7 @@ static wjob *wjob_new(lua_State *L, const char *path, int flags) {
     luaL_error(L, "not enough memory");
   }
   j->flags = flags | O_CLOEXEC;
+  j->rt = lasync__rt(L);
   return j;
 }
 

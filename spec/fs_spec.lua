@@ -475,6 +475,43 @@ describe("async.fs", function()
     end)
   end)
 
+  describe("work stuck on the thread pool", function()
+    -- a cancelled open of a FIFO that nobody opens for writing never ends on its thread
+    local function fifo_script(body)
+      local fifo = path("fifo")
+      assert(os.execute("mkfifo " .. helper.q(fifo)))
+      return helper.script(("local async = require('lasync')\nlocal FIFO = %q\n"):format(fifo) .. body)
+    end
+
+    it("does not keep the interpreter from exiting, with the script's exit code", function()
+      local script = fifo_script([[
+print(pcall(async.timeout, 0.05, async.fs.open, FIFO))
+print(pcall(async.timeout, 0.05, async.fs.read_file, FIFO))
+print("main done")
+os.exit(3)
+]])
+      local r = helper.lasync(helper.q(script))
+      assert.equal(3, r.code, r.stderr)
+      assert.equal("false\ttimeout: timed out after 0.05 s\nfalse\ttimeout: timed out after 0.05 s\n"
+        .. "main done\n", r.stdout)
+    end)
+
+    it("does not hide a deadlock, and async.run in plain Lua returns and the process exits", function()
+      local script = fifo_script([[
+async.run(function()
+  print(pcall(async.timeout, 0.05, async.fs.open, FIFO))
+  local never = async.Future()
+  local ok, err = pcall(never.await, never)
+  print(ok, tostring(err):match("deadlock") ~= nil)
+end)
+print("after run")
+]])
+      local r = helper.lua(("dofile(%q)"):format(script))
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("false\ttimeout: timed out after 0.05 s\nfalse\ttrue\nafter run\n", r.stdout)
+    end)
+  end)
+
   describe("misuse", function()
     helper.it("bad arguments raise plain errors", function()
       helper.expect_plain_error({ "string expected" }, fs.read_file, nil)
