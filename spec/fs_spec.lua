@@ -526,6 +526,34 @@ print("after run")
       helper.expect_plain_error({ "invalid option" }, f.seek, f, "middle")
     end)
 
+    helper.it("argument errors name the function and the position the caller sees", function()
+      local function expect(msg, fn, ...)
+        local ok, err = pcall(fn, ...)
+        assert.is_false(ok)
+        assert.matches(msg, err, 1, true)
+      end
+      expect("bad argument #3 to 'write_file' (string expected, got table)", fs.write_file, path("x"),
+        "a", {})
+      expect("bad argument #4 to 'append_file'", fs.append_file, path("x"), "a", "b", true)
+      expect("bad argument #1 to 'stat' (path contains a zero byte)", fs.stat, "a\0b")
+      expect("bad argument #2 to 'mkdir' (mode must be", fs.mkdir, path("m"), { mode = "x" })
+      expect("bad argument #2 to 'open' (invalid mode", fs.open, path("x"), "wxx")
+      expect("bad argument #2 to 'rename' (string expected, got table)", fs.rename, path("x"), {})
+      fs.write_file(path("x"), "abc\n")
+      expect("bad argument #2 to 'lines' (invalid format)", fs.lines, path("x"), "z")
+    end)
+
+    helper.it("fs.lines closes the file when its formats are bad", function()
+      fs.write_file(path("x"), "abc\n")
+      local function nfds() return #fs.list_dir("/proc/self/fd") end
+      local before = nfds()
+      collectgarbage("stop")  -- the File must be closed by fs.lines, not by the collector
+      for _ = 1, 5 do assert.is_false((pcall(fs.lines, path("x"), "z"))) end
+      local after = nfds()
+      collectgarbage("restart")
+      assert.equal(before, after)
+    end)
+
     helper.it("File metamethods called with something else raise instead of crashing", function()
       local mt = getmetatable(fs.open("/dev/null"))
       for _, name in ipairs({ "__tostring", "__close", "__gc" }) do
