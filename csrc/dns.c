@@ -10,6 +10,8 @@
 
 typedef struct dreq {
   uv_getaddrinfo_t req;
+  lasync__abandoned ab;        /* linked while abandoned and still running */
+  lasync__runtime *rt;
   lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   struct addrinfo *res;
   int status;
@@ -24,6 +26,7 @@ static void dreq_free(dreq *r) {
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dreq *r = (dreq *)req->data;
   r->done = 1;
+  lasync__abandon_end(&r->ab);
   r->status = status;
   r->res = res;
   if (r->op)
@@ -35,10 +38,12 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void dns_cancel(void *data) {
   dreq *r = (dreq *)data;
   r->op = NULL;
-  if (r->done)
+  if (r->done) {
     dreq_free(r);  /* resolved, but the task was cancelled before it resumed */
-  else
+  } else {
+    lasync__abandon(r->rt, &r->ab);
     uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
+  }
 }
 
 /* Pushes the list of distinct addresses, in getaddrinfo's order. [-0, +1, m] */
@@ -106,6 +111,7 @@ static int dns_resolve(lua_State *L) {
   r = (dreq *)calloc(1, sizeof *r);
   if (r == NULL) return luaL_error(L, "not enough memory");
   r->op = op;
+  r->rt = rt;
   r->req.data = r;
   rc = uv_getaddrinfo(rt->loop, &r->req, on_resolved, host, NULL, &hints);
   if (rc < 0) {  /* refused before queuing: the callback will not run */

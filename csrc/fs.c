@@ -32,6 +32,8 @@ enum { REQ_PATH, REQ_OPEN, REQ_READ, REQ_WRITE };
 
 typedef struct freq {
   uv_fs_t req;
+  lasync__runtime *rt;
+  lasync__abandoned ab;        /* linked while abandoned and still running */
   lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   lfile *file;                 /* the File a read/write belongs to; NULL once it was closed */
   char *data;                  /* read: the thread pool's buffer; write: a copy of the data */
@@ -111,7 +113,13 @@ static const char *checkpath(lua_State *L, int idx) {
 
 /* {====== requests ======} */
 
+/* Frees r; closes the descriptor its File handed over when it was closed meanwhile. */
 static void freq_free(freq *r) {
+  if (r->close_fd >= 0) {
+    uv_fs_t c;
+    uv_fs_close(r->req.loop, &c, r->close_fd, NULL);
+    uv_fs_req_cleanup(&c);
+  }
   uv_fs_req_cleanup(&r->req);
   free(r->data);
   free(r);
@@ -122,11 +130,6 @@ static void freq_abandoned_end(freq *r) {
   if (r->kind == REQ_OPEN && r->req.result >= 0) {
     uv_fs_t c;  /* an abandoned open succeeded: nobody will ever own this descriptor */
     uv_fs_close(r->req.loop, &c, (uv_file)r->req.result, NULL);
-    uv_fs_req_cleanup(&c);
-  }
-  if (r->close_fd >= 0) {
-    uv_fs_t c;  /* its File was closed or collected while this request ran */
-    uv_fs_close(r->req.loop, &c, r->close_fd, NULL);
     uv_fs_req_cleanup(&c);
   }
   freq_free(r);
@@ -145,9 +148,12 @@ static void on_fs(uv_fs_t *req) {
     if (r->done_len < r->len && req->result > 0 && write_more(r)) return;
   }
   r->done = 1;
+  lasync__abandon_end(&r->ab);
   if (f) {
-    f->inflight = NULL;
-    r->file = NULL;
+    if (r->op == NULL) {  /* abandoned: the File is free again */
+      f->inflight = NULL;
+      r->file = NULL;
+    }  /* else it stays busy until the deliver or cancel function ran */
     if (r->kind == REQ_READ) {
       /* keep what was read even when the reader was cancelled: the next read returns it */
       if (req->result > 0) {
@@ -158,7 +164,7 @@ static void on_fs(uv_fs_t *req) {
     } else if (r->kind == REQ_WRITE && f->append && req->result >= 0) {
       f->eof = 0;
     }
-    if (f->idle_op) {  /* a task waits to use the file: it may go on now */
+    if (r->op == NULL && f->idle_op) {  /* a task waits to use the file: it may go on */
       lasync_op *op = f->idle_op;
       f->idle_op = NULL;
       lasync_op_complete(op, 0);
@@ -185,21 +191,40 @@ static int write_more(freq *r) {
   return 1;
 }
 
+/* The deliver or cancel function is done with r: its File may be used again. */
+static void freq_release_file(freq *r) {
+  lfile *f = r->file;
+  if (f == NULL) return;
+  f->inflight = NULL;
+  r->file = NULL;
+  if (f->idle_op) {
+    lasync_op *op = f->idle_op;
+    f->idle_op = NULL;
+    lasync_op_complete(op, 0);
+  }
+}
+
 /* lasync_op cancel: the waiting task was cancelled. Runs no Lua. */
 static void fs_cancel(void *data) {
   freq *r = (freq *)data;
   if (r->done) {  /* completed, but the task was cancelled before it resumed */
     r->op = NULL;
+    freq_release_file(r);
     freq_abandoned_end(r);
     return;
   }
   r->op = NULL;  /* the fs callback frees it */
-  uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
+  lasync__abandon(r->rt, &r->ab);
+  /* a cancelled write still writes all of its data (it is a copy): only reads, opens and
+  ** path requests are taken off the queue */
+  if (r->kind != REQ_WRITE)
+    uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
 }
 
 static freq *freq_new(lua_State *L, lasync_op *op, int kind) {
   freq *r = (freq *)calloc(1, sizeof *r);
   if (r == NULL) luaL_error(L, "not enough memory");
+  r->rt = lasync__rt(L);
   r->op = op;
   r->kind = kind;
   r->close_fd = -1;
@@ -522,10 +547,12 @@ static int read_deliver(lua_State *L, void *data, int status) {
   ssize_t res = r->req.result;
   lfile *f = (lfile *)lua_touserdata(L, 1);
   (void)status;
+  freq_release_file(r);
   freq_free(r);
   lua_pop(L, 1);  /* the op */
   if (f->fd < 0) return luaL_error(L, "attempt to use a closed file");
   if (res < 0) return raise_file(L, (int)res, "read");
+  f->nargs = lua_gettop(L);  /* the formats are the arguments of this call */
   return read_step(L, f);
 }
 
@@ -728,6 +755,7 @@ static int write_deliver(lua_State *L, void *data, int status) {
   freq *r = (freq *)data;
   ssize_t res = r->req.result;
   (void)status;
+  freq_release_file(r);
   freq_free(r);
   if (res < 0) return raise_file(L, (int)res, "write");
   lua_pushvalue(L, 1);
@@ -804,14 +832,14 @@ static int file_flush(lua_State *L) {
   return 1;
 }
 
+/* __gc and __close (a closed File is fine) */
 static int file__gc(lua_State *L) {
-  lfile *f = (lfile *)lua_touserdata(L, 1);
-  file_do_close(f);
+  file_do_close((lfile *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FILE));
   return 0;
 }
 
 static int file__tostring(lua_State *L) {
-  lfile *f = (lfile *)lua_touserdata(L, 1);
+  lfile *f = (lfile *)lasync__checkclass(L, lasync__rt(L), 1, LASYNC_CLS_FILE);
   if (f->fd < 0)
     lua_pushfstring(L, "lasync.fs.File (closed)");
   else
@@ -889,6 +917,8 @@ static int fs_open(lua_State *L) {
 ** trip to the thread pool instead of three or four. Same lifetime rules as freq. */
 typedef struct wjob {
   uv_work_t work;
+  lasync__abandoned ab;        /* linked while abandoned and still running */
+  lasync__runtime *rt;
   lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   char *path;
   char *data;                  /* read: the content; write: a copy of the data */
@@ -963,6 +993,7 @@ static void whole_work(uv_work_t *w) {
 static void whole_after(uv_work_t *w, int status) {
   wjob *j = (wjob *)w->data;
   j->done = 1;
+  lasync__abandon_end(&j->ab);
   if (status < 0 && j->err == 0) {  /* UV_ECANCELED: taken off the queue */
     j->err = status;
     j->syscall = "open";
@@ -976,10 +1007,12 @@ static void whole_after(uv_work_t *w, int status) {
 static void whole_cancel(void *data) {
   wjob *j = (wjob *)data;
   j->op = NULL;
-  if (j->done)
+  if (j->done) {
     wjob_free(j);
-  else
+  } else {
+    lasync__abandon(j->rt, &j->ab);
     uv_cancel((uv_req_t *)&j->work);  /* fails harmlessly once a thread runs it */
+  }
 }
 
 static int whole_deliver(lua_State *L, void *data, int status) {
@@ -1021,6 +1054,7 @@ static wjob *wjob_new(lua_State *L, const char *path, int flags) {
     luaL_error(L, "not enough memory");
   }
   j->flags = flags | O_CLOEXEC;
+  j->rt = lasync__rt(L);
   return j;
 }
 

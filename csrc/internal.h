@@ -145,9 +145,19 @@ struct lasync__scope {
   unsigned char shield;
 };
 
+/* Thread-pool work (fs, dns) whose task was cancelled while a thread runs it: nobody waits for
+** it, and it may never end (opening a FIFO nobody writes to). It keeps the loop alive but
+** counts neither for deadlock detection nor, beyond a short grace, for closing the runtime. */
+typedef struct lasync__abandoned lasync__abandoned;
+struct lasync__abandoned {
+  lasync__runtime *rt;         /* NULL when not linked (or the runtime is gone) */
+  lasync__abandoned *prev, *next;
+  unsigned char running;       /* abandoned, and its callback did not run yet */
+};
+
 struct lasync__runtime {
   uv_loop_t *loop;
-  uv_loop_t own_loop;
+  uv_loop_t *own_loop;         /* malloc'd: left allocated if abandoned work outlives us */
   uv_timer_t *wake;            /* malloc'd, freed in its close callback */
   uv_idle_t *idle;             /* active while tasks are ready: libuv must not block then */
   lua_State *L;                /* main thread: for finalizer-time work only */
@@ -172,6 +182,8 @@ struct lasync__runtime {
   const void *mt[LASYNC_NCLASSES];  /* class metatables, by address: type checks without */
   int mtref[LASYNC_NCLASSES];       /* string look-ups; and their registry refs */
   int nexternal;               /* external ops in flight */
+  lasync__abandoned *abandoned; /* abandoned thread-pool work still running */
+  unsigned nabandoned;
   double last_poll;
   struct lasync_notifier *notify_head; /* notifiers that fired, not yet dispatched */
   unsigned char running;       /* inside async.run or lasync_step */
@@ -299,6 +311,14 @@ int lasync__stream_feed(lasync__stream *s, const char *data, size_t len);
 /* Raises an error object {kind=, code="ENAME", message="ENAME: text (what)"}. Does not
 ** return. [-0, +0, v] */
 int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *what);
+
+/* loop.c: abandoned thread-pool work. lasync__abandon links a (zeroed or unlinked) record
+** when its request's task gave up on it; lasync__abandon_end unlinks it when the request's
+** callback runs (harmless when not linked). Neither runs Lua. */
+void lasync__abandon(lasync__runtime *rt, lasync__abandoned *a);
+void lasync__abandon_end(lasync__abandoned *a);
+/* uv_loop_alive, not counting abandoned work */
+int lasync__loop_alive(lasync__runtime *rt);
 
 /* process.c: subprocesses */
 void lasync__open_process(lua_State *L, lasync__runtime *rt);

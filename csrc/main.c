@@ -322,5 +322,10 @@ int main(int argc, char **argv) {
   }
   fflush(stdout);
   lua_close(L);
+  /* the notifiers were freed with the state: a late Ctrl-C or Ctrl-\ must not touch them */
+  signal(SIGINT, SIG_DFL);
+  signal(SIGQUIT, SIG_DFL);
+  lasync_set_signal_hook(NULL);
+  sigint_notifier = sigquit_notifier = NULL;
   return code;
 }

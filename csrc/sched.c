@@ -405,7 +405,7 @@ int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block) {
   if (rt->ready_head) block = 0;
   if (block) {
     lasync__arm_wake(rt, now);
-    if (!uv_loop_alive(rt->loop) && rt->nexternal == 0) return 1;
+    if (!lasync__loop_alive(rt) && rt->nexternal == 0) return 1;
   }
   rt->in_uv = 1;
   uv_run(rt->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);

@@ -7,9 +7,12 @@
 **
 ** libuv replaces the process's handler for a signal while one of its watchers is active, and
 ** resets the signal to SIG_DFL when the last one stops. lasync counts its active watchers per
-** signal (process-wide, like signals) and calls the host's hook (lasync_set_signal_hook) when
-** the last one is gone, so that a host such as the interpreter can put its own handler back.
+** signal (process-wide, like signals), saves the disposition in place before the first one
+** (an inherited SIG_IGN, a host's handler), puts it back when the last one is gone, and then
+** calls the host's hook (lasync_set_signal_hook). The signal is blocked in the calling thread
+** meanwhile, so that one arriving between libuv's reset and the restore is not lost to SIG_DFL.
 */
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +41,7 @@ static const struct { const char *name; int num; } signals[] = {
 
 static void (*release_hook)(int signum);
 static int active[MAXSIG];     /* lasync's active watchers per signal, in this process */
+static struct sigaction saved[MAXSIG];  /* the disposition before the first watcher */
 
 LASYNC_API void lasync_set_signal_hook(void (*hook)(int signum)) {
   release_hook = hook;
@@ -90,12 +94,23 @@ static void on_signal(uv_signal_t *h, int signum) {
 /* Stops and closes the watcher; a task waiting on it returns nil. Runs no Lua. */
 static void sig_close(lsig *s) {
   int signum = s->signum;
+  sigset_t set, old;
   if (s->h == NULL) return;
   s->h->data = NULL;
+  sigemptyset(&set);
+  sigaddset(&set, signum);
+  pthread_sigmask(SIG_BLOCK, &set, &old);
   uv_close((uv_handle_t *)s->h, free_handle);  /* stops it now: libuv may reset the signal */
   s->h = NULL;
-  if (__atomic_sub_fetch(&active[signum], 1, __ATOMIC_SEQ_CST) == 0 && release_hook)
-    release_hook(signum);
+  if (__atomic_sub_fetch(&active[signum], 1, __ATOMIC_SEQ_CST) == 0) {
+    struct sigaction cur;
+    /* libuv resets it only when no other libuv handle (the host's, a child watcher) needs it */
+    if (sigaction(signum, NULL, &cur) == 0 && cur.sa_handler == SIG_DFL &&
+        !(cur.sa_flags & SA_SIGINFO))
+      sigaction(signum, &saved[signum], NULL);
+    if (release_hook) release_hook(signum);
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
   if (s->op) {
     lasync_op *op = s->op;
     s->op = NULL;
@@ -116,20 +131,29 @@ static int signal_watch(lua_State *L) {
   uv_signal_t *h;
   luaL_argcheck(L, signum != SIGKILL && signum != SIGSTOP, 1, "SIGKILL and SIGSTOP cannot be "
                 "caught");
+  luaL_argcheck(L, signum != SIGSEGV && signum != SIGBUS && signum != SIGFPE &&
+                signum != SIGILL, 1, "a fault signal (SIGSEGV, SIGBUS, SIGFPE, SIGILL) cannot be "
+                "watched");
   s = (lsig *)lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   s->signum = signum;
   lasync__setclass(L, rt, LASYNC_CLS_SIGNAL);
   h = (uv_signal_t *)malloc(sizeof *h);
   if (h == NULL) return luaL_error(L, "not enough memory");
-  uv_signal_init(rt->loop, h);
+  rc = uv_signal_init(rt->loop, h);
+  if (rc < 0) {
+    free(h);
+    return luaL_error(L, "cannot watch %s: %s", signame(signum), uv_strerror(rc));
+  }
   h->data = s;
+  if (__atomic_add_fetch(&active[signum], 1, __ATOMIC_SEQ_CST) == 1)
+    sigaction(signum, NULL, &saved[signum]);  /* before libuv installs its handler */
   rc = uv_signal_start(h, on_signal, signum);
   if (rc < 0) {
+    __atomic_sub_fetch(&active[signum], 1, __ATOMIC_SEQ_CST);
     uv_close((uv_handle_t *)h, free_handle);
     return luaL_error(L, "cannot watch %s: %s", signame(signum), uv_strerror(rc));
   }
-  __atomic_add_fetch(&active[signum], 1, __ATOMIC_SEQ_CST);
   s->h = h;
   return 1;
 }
@@ -174,13 +198,14 @@ static int sig_lclose(lua_State *L) {
   return 0;
 }
 
+/* __gc and __close */
 static int sig__gc(lua_State *L) {
-  sig_close((lsig *)lua_touserdata(L, 1));
+  sig_close(checksig(L));
   return 0;
 }
 
 static int sig__tostring(lua_State *L) {
-  lsig *s = (lsig *)lua_touserdata(L, 1);
+  lsig *s = checksig(L);
   lua_pushfstring(L, "lasync.signal (%s%s)", signame(s->signum), s->h ? "" : ", closed");
   return 1;
 }

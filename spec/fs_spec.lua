@@ -149,9 +149,31 @@ describe("async.fs", function()
       assert.equal("ENOTDIR", raises("fs", fs.mkdir, path("p/file/sub"), { parents = true }).code)
     end)
 
+    helper.it("mkdir{parents = true} and remove raise a deadline's timeout, never an fs error", function()
+      fs.mkdir(path("there"))
+      local function check(fn, ...)
+        for i = 1, 200 do
+          local ok, err = pcall(async.timeout, (i % 40) * 0.000005 * helper.SLOWDOWN, fn, ...)
+          assert.is_true(ok or async.is_timeout(err), tostring(err))
+          if not fs.exists(path("there")) then fs.mkdir(path("there")) end
+        end
+      end
+      check(fs.mkdir, path("there"), { parents = true })  -- mkdir (EEXIST), then stat
+      check(fs.remove, path("there"))                     -- unlink (EISDIR), then stat
+    end)
+
     helper.it("mkdir takes a permission mode", function()
       fs.mkdir(path("m"), { mode = tonumber("700", 8) })
       assert.equal(tonumber("700", 8), fs.stat(path("m")).perm)
+    end)
+
+    helper.it("mkdir{parents = true, mode = m} gives m to the last directory only", function()
+      fs.mkdir(path("ref"))
+      local default = fs.stat(path("ref")).perm
+      assert.is_true(fs.mkdir(path("p/q/r"), { parents = true, mode = tonumber("555", 8) }))
+      assert.equal(tonumber("555", 8), fs.stat(path("p/q/r")).perm)
+      assert.equal(default, fs.stat(path("p")).perm)
+      assert.equal(default, fs.stat(path("p/q")).perm)
     end)
 
     helper.it("remove deletes a file or an empty directory, not a full one unless recursive", function()
@@ -383,6 +405,111 @@ describe("async.fs", function()
       helper.expect_plain_error({ "another task" }, f.read, f, 1)
       assert.equal(1 << 20, #t:await())
     end)
+
+    helper.it("a file stays busy until its reader resumed: no other task takes its data", function()
+      fs.write_file(path("lines"), "a\nb\nc\nd\n")
+      local f <close> = fs.open(path("lines"))
+      local started, a_done = false, false
+      local b = async.spawn(function()
+        while not started do async.sleep(0) end
+        while true do  -- tries in every turn, the one where A's read completed included
+          local ok, x, y = pcall(f.read, f, "l", "l")
+          if ok then return a_done, x, y end
+          assert.matches("another task is already using this file", tostring(x), 1, true)
+          async.sleep(0)
+        end
+      end)
+      local a = async.spawn(function()
+        started = true
+        local line = f:read("l")
+        a_done = true
+        return line
+      end)
+      assert.equal("a", helper.finish(a))
+      local was_done, x, y = helper.finish(b)
+      assert.is_true(was_done)
+      assert.equal("b", x)
+      assert.equal("c", y)
+    end)
+
+    helper.it("closing a file while another task reads or writes it releases the descriptor", function()
+      local function nfds() return #fs.list_dir("/proc/self/fd") end
+      fs.write_file(path("big"), ("x"):rep(100000))
+      local before = nfds()
+      for i = 1, 10 do
+        local f = fs.open(path("big"), "r+")
+        local t = async.spawn(function()
+          if i % 2 == 0 then return pcall(f.write, f, ("y"):rep(100000)) end
+          return pcall(f.read, f, "a")
+        end)
+        async.sleep(0)  -- t now waits on its request
+        f:close()
+        local ok, err = helper.finish(t)
+        if not ok then assert.matches("closed file", tostring(err), 1, true) end
+      end
+      assert.equal(before, nfds())
+    end)
+
+    helper.it("a cancelled write that is still queued writes all of its data", function()
+      -- every thread of the pool blocks opening a FIFO that has no writer yet: the write queues
+      local n = tonumber(os.getenv("UV_THREADPOOL_SIZE")) or 4
+      local f = fs.open(path("out"), "w")
+      local fifos, openers = {}, {}
+      for i = 1, n do
+        fifos[i] = path("fifo" .. i)
+        assert(os.execute("mkfifo " .. helper.q(fifos[i])))
+        openers[i] = async.spawn(fs.open, fifos[i])
+      end
+      async.sleep(0)
+      local w = helper.started(f.write, f, "hello", " world")
+      w:cancel()
+      helper.expect_cancelled(w)
+      for i = 1, n do  -- each open for writing meets a blocked open for reading
+        local wf = assert(io.open(fifos[i], "w"))
+        wf:close()
+      end
+      for i = 1, n do helper.finish(openers[i]):close() end
+      f:write("!")  -- waits until the abandoned write ended
+      f:close()
+      assert.equal("hello world!", fs.read_file(path("out")))
+    end)
+  end)
+
+  describe("work stuck on the thread pool", function()
+    -- a cancelled open of a FIFO that nobody opens for writing never ends on its thread
+    local function fifo_script(body)
+      local fifo = path("fifo")
+      assert(os.execute("mkfifo " .. helper.q(fifo)))
+      return helper.script(("local async = require('lasync')\nlocal FIFO = %q\n"):format(fifo) .. body)
+    end
+
+    it("does not keep the interpreter from exiting, with the script's exit code", function()
+      local script = fifo_script([[
+print(pcall(async.timeout, 0.05, async.fs.open, FIFO))
+print(pcall(async.timeout, 0.05, async.fs.read_file, FIFO))
+print("main done")
+os.exit(3)
+]])
+      local r = helper.lasync(helper.q(script))
+      assert.equal(3, r.code, r.stderr)
+      assert.equal("false\ttimeout: timed out after 0.05 s\nfalse\ttimeout: timed out after 0.05 s\n"
+        .. "main done\n", r.stdout)
+    end)
+
+    it("does not hide a deadlock, and async.run in plain Lua returns and the process exits", function()
+      local script = fifo_script([[
+async.run(function()
+  print(pcall(async.timeout, 0.05, async.fs.open, FIFO))
+  local never = async.Future()
+  local ok, err = pcall(never.await, never)
+  print(ok, tostring(err):match("deadlock") ~= nil)
+end)
+print("after run")
+]])
+      local r = helper.lua(("dofile(%q)"):format(script))
+      assert.equal(0, r.code, r.stderr)
+      assert.equal("false\ttimeout: timed out after 0.05 s\nfalse\ttrue\nafter run\n", r.stdout)
+    end)
   end)
 
   describe("misuse", function()
@@ -397,6 +524,42 @@ describe("async.fs", function()
       helper.expect_plain_error({ "invalid format" }, f.read, f, "z")
       helper.expect_plain_error({ "non-negative" }, f.read, f, -1)
       helper.expect_plain_error({ "invalid option" }, f.seek, f, "middle")
+    end)
+
+    helper.it("argument errors name the function and the position the caller sees", function()
+      local function expect(msg, fn, ...)
+        local ok, err = pcall(fn, ...)
+        assert.is_false(ok)
+        assert.matches(msg, err, 1, true)
+      end
+      expect("bad argument #3 to 'write_file' (string expected, got table)", fs.write_file, path("x"),
+        "a", {})
+      expect("bad argument #4 to 'append_file'", fs.append_file, path("x"), "a", "b", true)
+      expect("bad argument #1 to 'stat' (path contains a zero byte)", fs.stat, "a\0b")
+      expect("bad argument #2 to 'mkdir' (mode must be", fs.mkdir, path("m"), { mode = "x" })
+      expect("bad argument #2 to 'open' (invalid mode", fs.open, path("x"), "wxx")
+      expect("bad argument #2 to 'rename' (string expected, got table)", fs.rename, path("x"), {})
+      fs.write_file(path("x"), "abc\n")
+      expect("bad argument #2 to 'lines' (invalid format)", fs.lines, path("x"), "z")
+    end)
+
+    helper.it("fs.lines closes the file when its formats are bad", function()
+      fs.write_file(path("x"), "abc\n")
+      local function nfds() return #fs.list_dir("/proc/self/fd") end
+      local before = nfds()
+      collectgarbage("stop")  -- the File must be closed by fs.lines, not by the collector
+      for _ = 1, 5 do assert.is_false((pcall(fs.lines, path("x"), "z"))) end
+      local after = nfds()
+      collectgarbage("restart")
+      assert.equal(before, after)
+    end)
+
+    helper.it("File metamethods called with something else raise instead of crashing", function()
+      local mt = getmetatable(fs.open("/dev/null"))
+      for _, name in ipairs({ "__tostring", "__close", "__gc" }) do
+        helper.expect_plain_error({ "lasync.fs.File expected" }, mt[name], {})
+        helper.expect_plain_error({ "lasync.fs.File expected" }, mt[name], io.stdout)
+      end
     end)
 
     it("calls outside a task raise a plain error", function()

@@ -102,6 +102,44 @@ describe("async.signal", function()
     helper.expect_plain_error({ "cannot be caught" }, signal.on, "SIGKILL", function() end)
     helper.expect_plain_error({ "function expected" }, signal.on, "SIGUSR1", nil)
     helper.expect_plain_error({ "unknown signal" }, signal.raise, "NOPE")
+    for _, name in ipairs({ "SIGSEGV", "BUS", "SIGFPE", "SIGILL" }) do
+      helper.expect_plain_error({ "fault signal" }, signal.wait, name)
+      helper.expect_plain_error({ "fault signal" }, signal.on, name, function() end)
+    end
+  end)
+
+  it("the disposition before the first watcher comes back when the last one closes", function()
+    -- SIGHUP starts ignored (as under nohup): once its watchers are closed it is ignored again
+    local path = helper.script(string.format([[
+package.path = %q .. package.path
+package.cpath = %q .. package.cpath
+local async = require("lasync")
+async.run(function()
+  async.signal.raise("SIGHUP")
+  print("ignored")
+  local a = async.signal.on("SIGHUP", function() end)
+  local b = async.signal.on("SIGHUP", function() end)
+  a:close()
+  b:close()
+  async.signal.raise("SIGHUP")
+  async.sleep(0.05)
+  print("still ignored")
+end)
+]], helper.ROOT .. "/lua/?.lua;" .. helper.ROOT .. "/lua/?/init.lua;", helper.BUILD .. "/lib/?.so;"))
+    local preload = os.getenv("LD_PRELOAD")
+    local env = preload and ("env LD_PRELOAD=" .. q(preload) .. " ") or ""
+    -- no `timeout` wrapper here: it would reset the ignored signal to its default
+    local r = helper.sh("trap '' HUP; exec " .. env .. "lua5.4 " .. q(path))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("ignored\nstill ignored\n", r.stdout)
+  end)
+
+  helper.it("watcher metamethods called with something else raise instead of crashing", function()
+    local mt = debug.getregistry()["lasync.signal"]
+    for _, name in ipairs({ "__tostring", "__close", "__gc" }) do
+      helper.expect_plain_error({ "lasync.signal expected" }, mt[name], {})
+      helper.expect_plain_error({ "lasync.signal expected" }, mt[name], io.stdout)
+    end
   end)
 
   describe("in the interpreter", function()

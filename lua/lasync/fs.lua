@@ -11,16 +11,20 @@ local core = require("lasync.core")
 
 local M = {}
 
-local type, error, pcall, ipairs = type, error, pcall, ipairs
+local type, error, pcall, ipairs, select, mtype = type, error, pcall, ipairs, select, math.type
 
 local fs_open, fs_stat, fs_scandir = core.fs_open, core.fs_stat, core.fs_scandir
 local fs_mkdir, fs_unlink, fs_rmdir, fs_rename = core.fs_mkdir, core.fs_unlink, core.fs_rmdir,
   core.fs_rename
 
+-- argument errors name the public function and the position its caller sees
 local function checkpath(fname, path, n)
   if type(path) ~= "string" then
     error(("bad argument #%d to '%s' (string expected, got %s)"):format(n or 1, fname,
       type(path)), 3)
+  end
+  if path:find("\0", 1, true) then
+    error(("bad argument #%d to '%s' (path contains a zero byte)"):format(n or 1, fname), 3)
   end
 end
 
@@ -36,8 +40,34 @@ local function is_code(err, a, b)
   return type(err) == "table" and err.kind == "fs" and (err.code == a or err.code == b)
 end
 
-M.open = fs_open
-M.rename = fs_rename
+-- io.open's modes: r, w or a, then any of +, b and x (x only after w), each at most once
+local function valid_mode(mode)
+  local first, rest = mode:match("^([rwa])(.*)$")
+  if not first then return false end
+  local seen = {}
+  for c in rest:gmatch(".") do
+    if seen[c] or not (c == "+" or c == "b" or (c == "x" and first == "w")) then return false end
+    seen[c] = true
+  end
+  return true
+end
+
+function M.open(path, mode)
+  checkpath("open", path)
+  if mode ~= nil and (type(mode) ~= "string" or not valid_mode(mode)) then
+    error("bad argument #2 to 'open' (invalid mode (expected r, w, a, r+, w+, a+, wx, w+x, "
+      .. "optionally with b))", 2)
+  end
+  local f = fs_open(path, mode)
+  return f
+end
+
+function M.rename(from, to)
+  checkpath("rename", from, 1)
+  checkpath("rename", to, 2)
+  local ok = fs_rename(from, to)
+  return ok
+end
 
 function M.stat(path, opts)
   checkpath("stat", path)
@@ -63,6 +93,13 @@ local function write_with(append, fname)
     if type(data) ~= "string" and type(data) ~= "number" then
       error(("bad argument #2 to '%s' (string expected, got %s)"):format(fname, type(data)), 2)
     end
+    for i = 1, select("#", ...) do
+      local v = select(i, ...)
+      if type(v) ~= "string" and type(v) ~= "number" then
+        error(("bad argument #%d to '%s' (string expected, got %s)"):format(i + 2, fname, type(v)),
+          2)
+      end
+    end
     return fs_write_file(path, append, data, ...)
   end
 end
@@ -73,7 +110,15 @@ M.append_file = write_with(true, "append_file")
 function M.lines(path, ...)
   checkpath("lines", path)
   local f = fs_open(path, "rb")
-  return f:lines(...), nil, nil, f
+  local ok, it = pcall(f.lines, f, ...)
+  if not ok then  -- a bad format: the file is closed, the error names fs.lines
+    f:close()
+    if type(it) == "string" then
+      it = it:gsub("^bad argument #(%d+) to '[^']*'", "bad argument #%1 to 'lines'")
+    end
+    error(it, 2)
+  end
+  return it, nil, nil, f
 end
 
 function M.exists(path)
@@ -90,25 +135,38 @@ local function dirname(path)
   return path:sub(1, 1) == "/" and "/" or "."
 end
 
+-- true if path is a directory, false if it is missing or not one; anything else (Cancelled,
+-- a timeout, EACCES) is raised
+local function is_dir(path, follow)
+  local ok, st = pcall(fs_stat, path, follow)
+  if ok then return st.type == "directory" end
+  if is_code(st, "ENOENT", "ENOTDIR") then return false end
+  error(st, 0)
+end
+
+-- makes path (with `mode`) and its missing parents (with the default mode)
 local function mkdir_parents(path, mode)
   local ok, err = pcall(fs_mkdir, path, mode)
   if ok then return end
   if is_code(err, "EEXIST") then
-    local sok, st = pcall(fs_stat, path, true)
-    if sok and st.type == "directory" then return end
+    if is_dir(path, true) then return end
     error(err, 0)
   end
   if not is_code(err, "ENOENT") then error(err, 0) end
   local parent = dirname(path)
   if parent == path or parent == "." or parent == "/" then error(err, 0) end
-  mkdir_parents(parent, mode)
+  mkdir_parents(parent, nil)  -- the parents get the default mode, as mkdir -p does
   ok, err = pcall(fs_mkdir, path, mode)  -- another task may have made it meanwhile
-  if not ok and not is_code(err, "EEXIST") then error(err, 0) end
+  if not ok and not (is_code(err, "EEXIST") and is_dir(path, true)) then error(err, 0) end
 end
 
 function M.mkdir(path, opts)
   checkpath("mkdir", path)
   opts = checkopts("mkdir", opts, 2)
+  local mode = opts.mode
+  if mode ~= nil and (mtype(mode) ~= "integer" or mode < 0 or mode > 4095) then
+    error("bad argument #2 to 'mkdir' (mode must be a permission mode, 0 to 0o7777)", 2)
+  end
   if opts.parents then
     local p = path:gsub("/+$", "")
     mkdir_parents(p ~= "" and p or path, opts.mode)
@@ -131,10 +189,7 @@ function M.remove(path, opts)
   if opts.recursive then return remove_tree(path) end
   local ok, err = pcall(fs_unlink, path)
   if ok then return true end
-  if is_code(err, "EISDIR", "EPERM") then
-    local sok, st = pcall(fs_stat, path, false)
-    if sok and st.type == "directory" then return fs_rmdir(path) end
-  end
+  if is_code(err, "EISDIR", "EPERM") and is_dir(path, false) then return fs_rmdir(path) end
   error(err, 0)
 end
 

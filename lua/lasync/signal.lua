@@ -6,8 +6,8 @@
 --
 -- Watchers are uv_signal_t handles (csrc/signal.c). While a signal is watched, libuv's handler
 -- replaces the default action (SIGINT no longer kills the process, ...); when the last watcher
--- of a signal closes, the previous behaviour comes back (the interpreter's Ctrl-C handling
--- included).
+-- of a signal closes, the disposition in place before the first one comes back (the
+-- interpreter's Ctrl-C handling included).
 local core = require("lasync.core")
 
 local M = {}
@@ -26,6 +26,11 @@ local function checkname(fname, name)
   end
   if fname ~= "raise" and (n == number("SIGKILL") or n == number("SIGSTOP")) then
     error(("bad argument #1 to '%s' (%s cannot be caught)"):format(fname, name), 3)
+  end
+  if fname ~= "raise" and (n == number("SIGSEGV") or n == number("SIGBUS") or n == number("SIGFPE")
+      or n == number("SIGILL")) then
+    error(("bad argument #1 to '%s' (%s is a fault signal: it cannot be watched)"):format(fname,
+      name), 3)
   end
 end
 
