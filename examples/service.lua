@@ -49,7 +49,9 @@ local function serve(port, ready)
   print(("%s: no new connections, waiting for %d"):format(sig, server:connections()))
   stopping:set()
   server:close()
-  if not pcall(async.timeout, 10, server.close, server, { wait = true }) then
+  local ok, err = pcall(async.timeout, 10, server.close, server, { wait = true })
+  if not ok then
+    if not async.is_timeout(err) then error(err, 0) end
     print("some connections did not finish in 10 s: they are cancelled")
   end
   print(("served %d request(s) on %d connection(s)"):format(stats.requests, stats.connections))
