@@ -159,7 +159,7 @@ static void push_path(enc *e) {
 /* Pushes the message for a value (or key) that cannot be copied. Returns 1 (failure). */
 static int refuse(enc *e, int idx, int is_key) {
   lua_State *L = e->L;
-  const char *tn = luaL_typename(L, idx);
+  const char *tn = lua_type(L, idx) == LUA_TTHREAD ? "coroutine" : luaL_typename(L, idx);
   push_path(e);
   if (is_key)
     lua_pushfstring(L, "a %s used as a table key%s%s", tn,
@@ -232,7 +232,8 @@ static int enc_table(enc *e, int idx) {
     }
     e->path[e->depth].keyidx = k;
     e->depth++;
-    if (lua_type(L, k) != LUA_TTABLE && lua_type(L, k) > LUA_TSTRING) {
+    if (lua_type(L, k) != LUA_TTABLE && lua_type(L, k) != LUA_TBOOLEAN &&
+        lua_type(L, k) != LUA_TNUMBER && lua_type(L, k) != LUA_TSTRING) {
       e->depth--;
       return refuse(e, k, 1);
     }
@@ -596,13 +597,20 @@ static int job_main(lua_State *L) {
     job_output(j, L, J_OK);
     return 0;
   }
-  /* fn raised: the error value goes back if it can be copied, else its tostring */
+  /* fn raised: the error value goes back if it can be copied; an object with a metatable (an
+  ** error class: its methods cannot cross) as its tostring; anything else as a message */
   lua_insert(L, -2);                                       /* box, err */
-  if (enc_values(L, (wbuf *)lua_touserdata(L, -2), lua_gettop(L), lua_gettop(L))) {
-    lua_pop(L, 1);                                         /* the refusal message */
-    ((wbuf *)lua_touserdata(L, -2))->n = 0;
+  if (lua_type(L, -1) == LUA_TTABLE && lua_getmetatable(L, -1)) {
+    lua_pop(L, 1);
     luaL_tolstring(L, -1, NULL);
     lua_replace(L, -2);
+  }
+  if (enc_values(L, (wbuf *)lua_touserdata(L, -2), lua_gettop(L), lua_gettop(L))) {
+    ((wbuf *)lua_touserdata(L, -3))->n = 0;
+    lua_pushfstring(L, "to_thread: fn raised an error value that cannot be copied (%s)",
+                    lua_tostring(L, -1));
+    lua_replace(L, -3);                                    /* box, message, refusal */
+    lua_pop(L, 1);
     enc_values(L, (wbuf *)lua_touserdata(L, -2), lua_gettop(L), lua_gettop(L));
   }
   lua_pop(L, 1);
@@ -842,7 +850,9 @@ static int core_to_thread(lua_State *L) {
   job *j;
   if (lua_type(L, 1) != LUA_TFUNCTION)
     argerror(L, 1, lua_pushfstring(L, "function expected, got %s", luaL_typename(L, 1)));
-  (void)lasync__check_suspend(L, lasync__rt(L), "to_thread");
+  /* a task that is already cancelled must not start fn (uv_cancel cannot take back a job a
+  ** free pool thread already picked up) */
+  lasync__check_cancel(L, lasync__rt(L), lasync__check_suspend(L, lasync__rt(L), "to_thread"));
   sync_paths(L, p);
   op = lasync_op_new(L);                                   /* n + 1 */
   push_code(L);                                            /* n + 2 */

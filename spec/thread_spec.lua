@@ -151,10 +151,13 @@ describe("async.to_thread", function()
         echo, print)
       expect_error("bad argument #3 to 'to_thread' (a userdata at .out[2] cannot be copied",
         to_thread, echo, 1, { out = { 1, io.stdout } })
-      expect_error("a thread at [\"a key\"]", to_thread, echo,
+      expect_error("a coroutine at [\"a key\"]", to_thread, echo,
         { ["a key"] = coroutine.create(print) })
       expect_error("a function used as a table key in the table at .t", to_thread, echo,
         { t = { [print] = 1 } })
+      local light = debug.upvalueid(echo, 1) or debug.upvalueid(function() return echo end, 1)
+      expect_error("a userdata used as a table key in the table at .a", to_thread, echo,
+        { a = { [light] = 1 } })
       local deep = {}
       local cur = deep
       for _ = 1, 150 do
@@ -182,17 +185,17 @@ describe("async.to_thread", function()
       assert.matches("attempt to index a nil value", err2)
     end)
 
-    helper.it("a table of plain values is copied; anything else becomes its tostring", function()
+    helper.it("a table of plain values is copied; an error object becomes its tostring", function()
       local ok, err = pcall(to_thread, function() error({ code = 7, where = { "a" } }) end)
       assert.is_false(ok)
       assert.same({ code = 7, where = { "a" } }, err)
       local ok2, err2 = pcall(to_thread, function() error(setmetatable({}, {
         __tostring = function() return "custom error" end })) end)
       assert.is_false(ok2)
-      assert.same({}, err2)  -- plain table without its metatable
+      assert.equal("custom error", err2)  -- its methods cannot cross: its tostring does
       local ok3, err3 = pcall(to_thread, function() error(io.stderr) end)
       assert.is_false(ok3)
-      assert.matches("^file %(", err3)
+      assert.matches("error value that cannot be copied %(a userdata", err3)
     end)
 
     helper.it("the worker state stays usable after an error", function()
@@ -318,6 +321,30 @@ describe("async.to_thread", function()
         helper.expect_cancelled(t)  -- while the call still runs on its thread
       end  -- opens the gate: the abandoned call ends on its own
       assert.equal(3, to_thread(function() return 3 end))  -- the pool still works
+    end)
+
+    helper.it("a task that is already cancelled does not start fn", function()
+      local path = helper.script("")
+      os.remove(path)
+      local function write(p)
+        local f = io.open(p, "a")
+        f:write("ran\n")
+        f:close()
+      end
+      for _ = 1, 20 do  -- a free pool thread could take the job before it is withdrawn
+        local t = async.spawn(function()
+          pcall(async.sleep, 10)  -- swallows the cancellation: it is sticky
+          return pcall(to_thread, write, path)
+        end)
+        async.sleep(0.001)
+        t:cancel()
+        pcall(t.await, t)
+      end
+      async.sleep(0.1)  -- a job a pool thread took would have written by now
+      local f = io.open(path)
+      local ran = f and f:read("a") or ""
+      if f then f:close(); os.remove(path) end
+      assert.equal("", ran, "fn ran in a cancelled task")
     end)
 
     helper.it("a timeout around a call expires on time", function()
