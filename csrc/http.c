@@ -32,7 +32,8 @@ typedef struct hmulti {
   sockctx *socks;              /* poll contexts still open */
   sockctx **byfd;              /* the same, by socket: they outlive curl's interest in them */
   int nbyfd;
-  CURL *idle[IDLE_EASY_MAX];   /* finished easy handles, reset and reused by new requests */
+  CURL *idle[IDLE_EASY_MAX];   /* finished easy handles, reused by new requests */
+  unsigned char idlekind[IDLE_EASY_MAX];  /* their PLAIN_* configuration */
   int nidle;
   char *bufs[IDLE_BUF_MAX];    /* buffers of closed requests, reused by new ones */
   size_t bufcap[IDLE_BUF_MAX];
@@ -62,7 +63,8 @@ typedef struct hreq {
   hmulti *hm;
   CURL *easy;
   struct curl_slist *headers;
-  lasync_op *op;               /* the waiting task's op, while one waits */
+  lasync_op *op;               /* the waiting task's op (&opmem), while one waits */
+  lasync_op opmem;             /* the waiting call holds r on its stack: no op userdata */
   int waiting;
   int ref;                     /* anchors the userdata while curl may call back into it */
   char *body;                  /* received, not yet read: body[off..len) */
@@ -72,6 +74,7 @@ typedef struct hreq {
   long status;
   int in_multi, done, headers_done, paused, stream, follow, aborted, read_timed_out;
   int waited;                  /* what the last wait was for (WAIT_*) */
+  int kind;                    /* PLAIN_*: the easy handle's options are the plain GET's */
   CURLcode result;
   uv_timer_t *idle;            /* read_timeout: malloc'd, freed in its close callback */
   uint64_t idle_ms;
@@ -366,12 +369,22 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp) {
 
 /* {====== Lua API ======} */
 
-/* An easy handle for a new request: a finished one reset (its connection-independent state is
-** gone, curl keeps connections in the multi), or a new one. */
-static CURL *take_easy(hmulti *hm) {
+/* A plain request (a GET of a URL with every option at its default: most of a fan-out) leaves
+** its easy handle configured for the next plain request of the same scheme, which then only
+** sets its URL and its own pointers. Anything else starts from curl_easy_reset. */
+enum { PLAIN_NO = 0, PLAIN_HTTP, PLAIN_HTTPS };
+
+/* An easy handle for a new request of the given PLAIN_* kind: a finished one (curl keeps
+** connections in the multi, not in it), as it is if it was configured for that kind (*ready
+** = 1), else reset; or a new one. */
+static CURL *take_easy(hmulti *hm, int kind, int *ready) {
+  *ready = 0;
   if (hm->nidle > 0) {
     CURL *e = hm->idle[--hm->nidle];
-    curl_easy_reset(e);
+    if (kind != PLAIN_NO && hm->idlekind[hm->nidle] == kind)
+      *ready = 1;
+    else
+      curl_easy_reset(e);
     return e;
   }
   return curl_easy_init();
@@ -383,8 +396,10 @@ static void give_back_easy(hreq *r) {
   CURL *e = r->easy;
   if (e == NULL || r->in_multi) return;
   r->easy = NULL;
-  if (!hm->closed && hm->nidle < IDLE_EASY_MAX)
+  if (!hm->closed && hm->nidle < IDLE_EASY_MAX) {
+    hm->idlekind[hm->nidle] = (unsigned char)r->kind;
     hm->idle[hm->nidle++] = e;
+  }
   else
     curl_easy_cleanup(e);
 }
@@ -506,11 +521,12 @@ static int on_deliver(lua_State *L, void *data, int status) {
 
 /* Suspends the running task until `what` holds for r. */
 static int wait_for(lua_State *L, hreq *r, int what) {
-  lasync_op *op;
+  lasync__runtime *rt = r->hm->rt;
+  (void)lasync__check_suspend(L, rt, "an HTTP request");
   r->waiting = r->waited = what;
-  op = lasync_op_new(L);
-  r->op = op;
-  return lasync_op_await(L, op, r, on_deliver, on_cancel);
+  lasync__op_init(&r->opmem, rt);
+  r->op = &r->opmem;
+  return lasync_op_await(L, &r->opmem, r, on_deliver, on_cancel);
 }
 
 static int resume_paused(hreq *r) {
@@ -705,6 +721,47 @@ static int getopt_type(lua_State *L, int opts, const char *name, int type) {
   return t;
 }
 
+/* PLAIN_HTTP or PLAIN_HTTPS if the request table at idx has only a url and method "GET" (every
+** other option at its default), else PLAIN_NO. */
+static int plain_kind(lua_State *L, int idx) {
+  const char *url = NULL;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    int t = lua_type(L, -1);
+    if (strcmp(k, "url") == 0 && t == LUA_TSTRING) {
+      url = lua_tostring(L, -1);
+    } else if (!(strcmp(k, "method") == 0 && t == LUA_TSTRING &&
+                 strcmp(lua_tostring(L, -1), "GET") == 0)) {
+      lua_pop(L, 2);
+      return PLAIN_NO;
+    }
+    lua_pop(L, 1);
+  }
+  if (url == NULL) return PLAIN_NO;
+  if (strncmp(url, "http:", 5) == 0) return PLAIN_HTTP;
+  if (strncmp(url, "https:", 6) == 0) return PLAIN_HTTPS;
+  return PLAIN_NO;
+}
+
+/* Starts the transfer of r, configured, whose userdata is at the top. [-0, +0, e] */
+static int start_transfer(lua_State *L, hmulti *hm, hreq *r) {
+  if (r->idle_ms) {
+    r->idle = (uv_timer_t *)malloc(sizeof *r->idle);
+    if (r->idle == NULL) luaL_error(L, "not enough memory");
+    uv_timer_init(hm->rt->loop, r->idle);
+    r->idle->data = r;
+    restart_idle(r);
+  }
+  if (curl_multi_add_handle(hm->multi, r->easy) != CURLM_OK)
+    luaL_error(L, "cannot start the transfer");
+  r->in_multi = 1;
+  hm->inflight++;
+  lua_pushvalue(L, -1);
+  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* curl calls back into r until it is done */
+  return 1;
+}
+
 /* multi:request(opts) -> req, with the transfer started. opts (from lasync.http): url, method,
 ** headers (list of "Name: value"), body (string), timeout, connect_timeout, read_timeout
 ** (seconds), follow_redirects, max_redirects, http_version ("auto"|"1.1"|"2"), verify, ca_file,
@@ -713,7 +770,7 @@ static int multi_request(lua_State *L) {
   hmulti *hm = checkmulti(L, 1);
   hreq *r;
   CURL *e;
-  int follow = 1;
+  int follow = 1, kind, ready;
   luaL_checktype(L, 2, LUA_TTABLE);
   if (getopt_type(L, 2, "url", LUA_TSTRING) == LUA_TNIL) luaL_error(L, "http request: url missing");
   lua_pop(L, 1);
@@ -726,11 +783,22 @@ static int multi_request(lua_State *L) {
   lasync__setclass(L, hm->rt, LASYNC_CLS_HTTP_REQUEST);  /* from here __gc frees what is made */
   lua_pushvalue(L, 1);
   lua_setiuservalue(L, 3, REQ_UV_MULTI);  /* the client lives while its requests do */
-  e = take_easy(hm);
+  kind = plain_kind(L, 2);
+  e = take_easy(hm, kind, &ready);
   if (e == NULL) luaL_error(L, "cannot create a curl handle");
   r->easy = e;
+  r->kind = kind;
+  r->follow = 1;
   curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)r);
   curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+  if (ready) {  /* configured by the last plain request: only what is this request's own */
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    lua_getfield(L, 2, "url");
+    curl_easy_setopt(e, CURLOPT_URL, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return start_transfer(L, hm, r);
+  }
   curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_closesocket);
   curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, hm);
@@ -844,19 +912,7 @@ static int multi_request(lua_State *L) {
     r->stream = 1;
   lua_pop(L, 1);
   r->follow = follow;
-  if (r->idle_ms) {
-    r->idle = (uv_timer_t *)malloc(sizeof *r->idle);
-    if (r->idle == NULL) luaL_error(L, "not enough memory");
-    uv_timer_init(hm->rt->loop, r->idle);
-    r->idle->data = r;
-    restart_idle(r);
-  }
-  if (curl_multi_add_handle(hm->multi, e) != CURLM_OK) luaL_error(L, "cannot start the transfer");
-  r->in_multi = 1;
-  hm->inflight++;
-  lua_pushvalue(L, -1);
-  r->ref = luaL_ref(L, LUA_REGISTRYINDEX);  /* curl calls back into r until it is done */
-  return 1;
+  return start_transfer(L, hm, r);
 }
 
 /* req:_release(): drops the anchor once the transfer is over (the Lua layer calls it) */

@@ -280,6 +280,20 @@ void *lasync__toclass(lua_State *L, lasync__runtime *rt, int idx, int cls);
 void *lasync__checkclass(lua_State *L, lasync__runtime *rt, int idx, int cls);
 
 /* ops.c (external ops, notifiers) */
+/* An external op (lasync.h). lasync's own bindings may embed one in memory that lives while
+** the task waits (a userdata the waiting call holds on its stack) instead of lasync_op_new's
+** userdata: lasync__op_init it before each lasync_op_await. */
+struct lasync_op {
+  lasync__runtime *rt;
+  lasync__task *task;          /* the waiting task while suspended */
+  void *data;
+  lasync_cancel_fn cancel;
+  lasync_deliver_fn deliver;
+  int status;
+  unsigned char completed;     /* lasync_op_complete was called */
+  unsigned char finished;      /* deliver or cancel was called: the host is done with it */
+};
+void lasync__op_init(lasync_op *op, lasync__runtime *rt);
 void lasync__open_ops(lua_State *L, lasync__runtime *rt);
 void lasync__op_abort(lasync__task *t);
 void lasync__dispatch_notifiers(lua_State *L, lasync__runtime *rt);

@@ -8,17 +8,6 @@
 
 /* {====== external operations ======} */
 
-struct lasync_op {
-  lasync__runtime *rt;
-  lasync__task *task;          /* the waiting task while suspended */
-  void *data;
-  lasync_cancel_fn cancel;
-  lasync_deliver_fn deliver;
-  int status;
-  unsigned char completed;     /* lasync_op_complete was called */
-  unsigned char finished;      /* deliver or cancel was called: the host is done with it */
-};
-
 static void op_cancel_once(lasync_op *op) {
   if (op->finished) return;
   op->finished = 1;
@@ -30,6 +19,11 @@ void lasync__op_abort(lasync__task *t) {
   if (!op->completed) op->rt->nexternal--;
   op->task = NULL;
   op_cancel_once(op);
+}
+
+void lasync__op_init(lasync_op *op, lasync__runtime *rt) {
+  memset(op, 0, sizeof *op);
+  op->rt = rt;
 }
 
 LASYNC_API lasync_op *lasync_op_new(lua_State *L) {

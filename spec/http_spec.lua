@@ -376,6 +376,25 @@ describe("lasync.http", function()
       assert.is_true(dt < 1.6, "the two hosts did not run in parallel: " .. dt)
     end)
 
+    helper.it("requests on one client do not inherit each other's options", function()
+      local c = http.client()
+      for _ = 1, 2 do
+        local j = c:get(url("/echo")):json()
+        assert.equal("GET", j.method)
+        assert.is_nil(j.headers["x-test"])
+        j = c:post(url("/echo"), { body = "payload", headers = { ["X-Test"] = "1" } }):json()
+        assert.equal("POST", j.method)
+        assert.equal("payload", j.body)
+        assert.equal("1", j.headers["x-test"])
+        j = c:get(url("/echo")):json()
+        assert.equal("GET", j.method)
+        assert.equal("", j.body)
+        assert.is_nil(j.headers["x-test"])
+        assert.equal(302, c:get(url("/redirect/1"), { follow_redirects = false }).status)
+        assert.equal("landed", c:get(url("/redirect/1")).body)  -- redirects followed again
+      end
+    end)
+
     helper.it("sequential requests reuse one keep-alive connection", function()
       local c = http.client()
       local connects = 0

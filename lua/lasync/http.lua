@@ -385,7 +385,7 @@ local function build(c, opts, url, method)
       add_header(headers, seen, "Content-Type", "application/x-www-form-urlencoded")
     end
   end
-  local req = { url = url, headers = headers }
+  local req = { url = url, method = method or ((body ~= nil) and "POST" or "GET"), headers = headers }
   if type(body) == "function" then  -- streamed: chunks until nil, sent as curl asks for them
     req.body_fn, req.body_stream = body, true
     if not seen["expect"] then add_header(headers, seen, "Expect", "") end  -- no 1 s "100 Continue"
@@ -395,7 +395,6 @@ local function build(c, opts, url, method)
     end
     req.body = body
   end
-  req.method = method or ((body ~= nil) and "POST" or "GET")
   local v = opts.timeout or c.timeout
   if v ~= nil then req.timeout = v end
   if opts.connect_timeout ~= nil then req.connect_timeout = opts.connect_timeout end
