@@ -149,12 +149,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
   b->len = s->cap - s->len;
 }
 
+/* Completes the waiting reader's op. s->rop stays set (the reader owns the read) until its
+** deliver or cancel runs: a late cancel must not clear another task's op. */
 static void wake_reader(lstream *s, int status) {
-  lasync_op *op = s->rop;
-  if (op) {
-    s->rop = NULL;
-    lasync_op_complete(op, status);
-  }
+  if (s->rop) lasync_op_complete(s->rop, status);
 }
 
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b) {
@@ -189,12 +187,9 @@ typedef struct wreq {
   char data[1];
 } wreq;
 
+/* As wake_reader: s->wop is cleared by the deliver or cancel of its op, not here. */
 static void wake_writer(lstream *s, int status) {
-  lasync_op *op = s->wop;
-  if (op) {
-    s->wop = NULL;
-    lasync_op_complete(op, status);
-  }
+  if (s->wop) lasync_op_complete(s->wop, status);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -312,6 +307,7 @@ static int read_step(lua_State *L, lstream *s);
 
 static int read_deliver(lua_State *L, void *data, int status) {
   lstream *s = (lstream *)data;
+  s->rop = NULL;
   lua_settop(L, s->rbase);  /* drop the op */
   if (status == ST_CLOSED) return raise_closed(L, "read");
   return read_step(L, s);
@@ -556,6 +552,7 @@ static int stream_read_all(lua_State *L) {
 
 static int write_deliver(lua_State *L, void *data, int status) {
   lstream *s = (lstream *)data;
+  s->wop = NULL;
   lua_settop(L, s->wbase);
   if (status == ST_CLOSED) return raise_closed(L, "write");
   if (s->werr) return lasync__stream_uverror(L, io_kind(s->werr), s->werr, "write");
@@ -1026,17 +1023,12 @@ static int core_tcp_resolve(lua_State *L) {
 
 static void on_connection(uv_stream_t *server, int status) {
   llistener *l = (llistener *)server->data;
-  lasync_op *op;
   if (l == NULL) return;
   if (status < 0)
     l->err = status;
   else
     l->pending++;
-  op = l->aop;
-  if (op) {
-    l->aop = NULL;
-    lasync_op_complete(op, ST_OK);
-  }
+  if (l->aop) lasync_op_complete(l->aop, ST_OK);  /* aop is cleared by its deliver or cancel */
 }
 
 static llistener *tolistener(lua_State *L, int idx) {
@@ -1050,7 +1042,6 @@ static llistener *checklistener(lua_State *L, int idx) {
 }
 
 static void listener_detach(llistener *l) {
-  lasync_op *op = l->aop;
   if (l->h) {
     l->h->data = NULL;
     uv_close((uv_handle_t *)l->h, free_handle);
@@ -1061,16 +1052,14 @@ static void listener_detach(llistener *l) {
     free(l->path);
     l->path = NULL;
   }
-  if (op) {
-    l->aop = NULL;
-    lasync_op_complete(op, ST_CLOSED);
-  }
+  if (l->aop) lasync_op_complete(l->aop, ST_CLOSED);
 }
 
 static int accept_step(lua_State *L, llistener *l);
 
 static int accept_deliver(lua_State *L, void *data, int status) {
   llistener *l = (llistener *)data;
+  l->aop = NULL;
   lua_settop(L, l->abase);
   if (status == ST_CLOSED) {
     lasync__push_error(L, "closed", "accept: the server was closed");

@@ -430,6 +430,40 @@ sys.stdin.read()
         srv:close{ wait = true }
       end)
 
+    helper.it("a reader cancelled after its data arrived does not steal the next reader's wait",
+      function()
+        local peers = {}
+        local srv = serve(function(s) peers[#peers + 1] = s; s:read() end)
+        local c1 = connect(srv)
+        while #peers < 1 do async.sleep(0.01) end
+        local c2 = connect(srv)
+        while #peers < 2 do async.sleep(0.01) end
+        for _ = 1, 5 do
+          local a = async.spawn(c1.read_until, c1, "\n")
+          local y = async.spawn(function()
+            c2:read()    -- often woken in the same turn as a, and resumed first
+            a:cancel()   -- then a's read is complete but a has not resumed yet
+            local ok, err = pcall(async.timeout, 3, c1.read_until, c1, "\n")
+            return ok, type(err) == "table" and err.kind or err
+          end)
+          async.sleep(0.02)
+          peers[2]:write("wake")
+          peers[1]:write("abc")
+          async.sleep(0.05)
+          peers[1]:write("\n")
+          local ok, got = y:await()
+          if not ok then  -- a still owned the read: a clear error, never a hang
+            assert.is_truthy(tostring(got):find("already reading", 1, true), tostring(got))
+            got = c1:read_until("\n")
+          end
+          assert.equal("abc", got)
+          helper.expect_cancelled(a)
+        end
+        c1:close()
+        c2:close()
+        srv:close{ wait = true }
+      end)
+
     helper.it("a write held back by backpressure is cancellable", function()
       local stop = async.Event()
       local srv = serve(function() stop:wait() end)  -- never reads
