@@ -395,17 +395,22 @@ static int read_step(lua_State *L, lstream *s) {
       break;
     default: {  /* RM_UNTIL, RM_LINE */
       ptrdiff_t at = find_sep(s);
-      if (at >= 0 && (size_t)at > s->rn) avail = (size_t)at;  /* found, but too long */
-      else if (at >= 0) {
-        size_t n = (size_t)at;
-        if (s->rmode == RM_LINE && n > 0 && s->buf[s->off + n - 1] == '\r')
-          lua_pushlstring(L, s->buf + s->off, n - 1);
-        else
-          lua_pushlstring(L, s->buf + s->off, n);
-        consume(s, n + s->seplen);
-        return 1;
+      /* max bounds the result: a line's CR does not count, and without a separator yet, the
+      ** last seplen - 1 bytes (and a line's CR) may be the start of it */
+      size_t slack = s->rmode == RM_LINE ? (avail > 0 && s->buf[s->len - 1] == '\r')
+                                         : s->seplen - 1;
+      if (at >= 0) {
+        size_t n = (size_t)at, rlen = n;
+        if (s->rmode == RM_LINE && n > 0 && s->buf[s->off + n - 1] == '\r') rlen = n - 1;
+        if (rlen <= s->rn) {
+          lua_pushlstring(L, s->buf + s->off, rlen);
+          consume(s, n + s->seplen);
+          return 1;
+        }
+        slack = 0;
+        avail = rlen;  /* found, but too long */
       }
-      if (avail > s->rn) {  /* the data stays buffered */
+      if (avail > s->rn && avail - s->rn > slack) {  /* the data stays buffered */
         lasync__push_error(L, "limit", "%s: no separator within %d bytes",
                            s->rmode == RM_LINE ? "read_line" : "read_until", (int)s->rn);
         lua_pushinteger(L, (lua_Integer)s->rn);

@@ -168,6 +168,29 @@ describe("async.tcp", function()
       srv:close{ wait = true }
     end)
 
+    helper.it("max counts the result only: not a line's CR, not how the data was chunked",
+      function()
+        local function read(pieces, fn)
+          local srv = chunked(pieces)
+          local c = connect(srv)
+          local ok, got = pcall(fn, c)
+          c:close()
+          srv:close{ wait = true }
+          return ok and got or got.kind
+        end
+        local function line4(c) return c:read_line({ max = 4 }) end
+        local function until3(c) return c:read_until(";;", { max = 3 }) end
+        assert.equal("abcd", read({ "abcd\r\n" }, line4))
+        assert.equal("abcd", read({ "abcd\r", "\nx" }, line4))
+        assert.equal("abcd", read({ "abcd", "\n" }, line4))
+        assert.equal("limit", read({ "abcde", "\n" }, line4))
+        assert.equal("limit", read({ "abcd\r", "e\n" }, line4))
+        assert.equal("abc", read({ "abc;;" }, until3))
+        assert.equal("abc", read({ "abc;", ";" }, until3))
+        assert.equal("limit", read({ "abcd;;" }, until3))
+        assert.equal("limit", read({ "abc;x", ";;" }, until3))
+      end)
+
     helper.it("a second reader on the same stream is an error, not a hang", function()
       local srv = serve(function(s) s:read() end)
       local c = connect(srv)
