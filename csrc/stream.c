@@ -32,6 +32,8 @@
 enum { ST_OK = 0, ST_CLOSED = 1 };    /* statuses of completed ops */
 enum { RM_SOME, RM_EXACTLY, RM_UNTIL, RM_LINE, RM_ALL };
 
+typedef struct wwaiter wwaiter;
+
 typedef struct lstream {
   lasync__runtime *rt;
   uv_stream_t *h;              /* malloc'd; NULL once closed; freed in its close callback */
@@ -41,9 +43,9 @@ typedef struct lstream {
   size_t scanned;              /* read_until: bytes after off already searched */
   size_t rn;                   /* read: at most; read_exactly: exactly; read_until: max */
   lasync_op *rop;              /* the task waiting to read */
-  lasync_op *wop;              /* the task waiting for the write queue to drain */
-  size_t wlow;                 /* ... down to this many bytes */
-  int rbase, wbase;            /* stack tops under the waiting op userdata */
+  lasync_op *wop;              /* the task in close() waiting for the write queue to empty */
+  wwaiter *whead, *wtail;      /* writers waiting for the queue to drain, in order */
+  int rbase;                   /* stack top under the waiting reader's op userdata */
   int rerr;                    /* UV_EOF or the read error, once reading ended */
   int werr;                    /* the first failed write */
   unsigned char reading, rmode, shut, tcp;
@@ -187,9 +189,21 @@ typedef struct wreq {
   char data[1];
 } wreq;
 
-/* As wake_reader: s->wop is cleared by the deliver or cancel of its op, not here. */
-static void wake_writer(lstream *s, int status) {
-  if (s->wop) lasync_op_complete(s->wop, status);
+/* A task in write() waiting for the queue to drain below WRITE_LOW (its data is queued
+** already, as with asyncio's drain). A userdata on the task's stack: anchored while it waits. */
+struct wwaiter {
+  lasync_op *op;
+  lstream *s;
+  wwaiter *next, *prev;
+  int base;
+};
+
+/* Completes the ops of every waiting writer (status) and of a waiting close. As with
+** wake_reader, the waiters stay linked until their deliver or cancel runs. */
+static void wake_writers(lstream *s, int status, int all) {
+  wwaiter *w;
+  for (w = s->whead; w; w = w->next) lasync_op_complete(w->op, status);
+  if (s->wop && all) lasync_op_complete(s->wop, status);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -197,8 +211,8 @@ static void on_write(uv_write_t *req, int status) {
   free(req);
   if (s == NULL) return;
   if (status < 0 && status != UV_ECANCELED && s->werr == 0) s->werr = status;
-  if (s->wop && (s->werr || uv_stream_get_write_queue_size(s->h) <= s->wlow))
-    wake_writer(s, ST_OK);
+  if (s->werr || uv_stream_get_write_queue_size(s->h) <= WRITE_LOW)
+    wake_writers(s, ST_OK, s->werr || uv_stream_get_write_queue_size(s->h) == 0);
 }
 
 /* Sends bufs[0..nb) in order (one writev when possible: separate small segments would meet
@@ -276,7 +290,7 @@ static void stream_detach(lstream *s) {
   s->buf = NULL;
   s->off = s->len = s->cap = s->scanned = 0;
   wake_reader(s, ST_CLOSED);
-  wake_writer(s, ST_CLOSED);
+  wake_writers(s, ST_CLOSED, 1);
 }
 
 /* {====== Lua API: streams ======} */
@@ -555,32 +569,44 @@ static int stream_read_all(lua_State *L) {
   return read_step(L, s);
 }
 
+static void unlink_writer(wwaiter *w) {
+  lstream *s = w->s;
+  if (w->prev) w->prev->next = w->next; else s->whead = w->next;
+  if (w->next) w->next->prev = w->prev; else s->wtail = w->prev;
+  w->next = w->prev = NULL;
+}
+
 static int write_deliver(lua_State *L, void *data, int status) {
-  lstream *s = (lstream *)data;
-  s->wop = NULL;
-  lua_settop(L, s->wbase);
+  wwaiter *w = (wwaiter *)data;
+  lstream *s = w->s;
+  unlink_writer(w);
+  lua_settop(L, w->base);
   if (status == ST_CLOSED) return raise_closed(L, "write");
   if (s->werr) return lasync__stream_uverror(L, io_kind(s->werr), s->werr, "write");
   return 0;
 }
 
 static void write_cancel(void *data) {
-  lstream *s = (lstream *)data;
-  s->wop = NULL;
+  wwaiter *w = (wwaiter *)data;
+  lstream *s = w->s;
+  unlink_writer(w);
   /* part of the data may be queued: the byte stream is broken, later writes raise, and close
   ** does not wait for the queue (the peer may be the reason the write was stuck) */
   if (s->werr == 0) s->werr = UV_ECANCELED;
 }
 
-/* Suspends until the write queue is down to `low` bytes. */
-static int wait_drain(lua_State *L, lstream *s, size_t low) {
-  lasync_op *op;
-  if (s->wop) luaL_error(L, "another task is already waiting to write to this stream");
-  s->wlow = low;
-  s->wbase = lua_gettop(L);
-  op = lasync_op_new(L);
-  s->wop = op;
-  return lasync_op_await(L, op, s, write_deliver, write_cancel);
+/* Suspends until the write queue is down to WRITE_LOW bytes; any number of tasks may wait. */
+static int wait_drain(lua_State *L, lstream *s) {
+  int base = lua_gettop(L);
+  wwaiter *w = (wwaiter *)lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  w->s = s;
+  w->base = base;
+  w->op = lasync_op_new(L);
+  w->prev = s->wtail;
+  if (s->wtail) s->wtail->next = w; else s->whead = w;
+  s->wtail = w;
+  return lasync_op_await(L, w->op, w, write_deliver, write_cancel);
 }
 
 /* s:write(data, ...): queues the strings; suspends while the queue is above the high-water
@@ -608,7 +634,7 @@ static int stream_write(lua_State *L) {
   }
   if (uv_stream_get_write_queue_size(s->h) <= WRITE_HIGH) return 0;
   lua_settop(L, 1);
-  return wait_drain(L, s, WRITE_LOW);
+  return wait_drain(L, s);
 }
 
 /* s:write_queue_size() -> bytes queued, not yet handed to the kernel */
@@ -711,7 +737,6 @@ static int stream_close(lua_State *L) {
     stop_reading(s);
     wake_reader(s, ST_CLOSED);
     s->closing = 1;
-    s->wlow = 0;
     s->wop = op;
     return lasync_op_await(L, op, s, close_deliver, close_cancel);
   }

@@ -238,6 +238,29 @@ describe("async.tcp", function()
       c:close()
     end)
 
+    helper.it("several tasks may write at once: all data arrives in order, each waits for room",
+      function()
+        local got, done = {}, async.Event()
+        local srv = serve(function(s)
+          async.sleep(0.1)  -- the writers fill the queue first
+          got = s:read_all()
+          done:set()
+        end)
+        local c = connect(srv)
+        local writers = {}
+        for i = 1, 3 do
+          local chunk = string.rep(tostring(i), 4 * 1024 * 1024)
+          writers[i] = async.spawn(function() c:write(chunk) return i end)
+        end
+        for i = 1, 3 do assert.equal(i, helper.finish(writers[i], 30)) end
+        c:close()
+        done:wait()
+        assert.equal(12 * 1024 * 1024, #got)
+        assert.equal(string.rep("1", 4 * 1024 * 1024), got:sub(1, 4 * 1024 * 1024))
+        assert.equal(string.rep("3", 4 * 1024 * 1024), got:sub(-4 * 1024 * 1024))
+        srv:close{ wait = true }
+      end)
+
     helper.it("shutdown half-closes: the peer reads EOF and can still answer", function()
       local srv = serve(function(s)
         local all = s:read_all()
