@@ -168,6 +168,24 @@ describe("async.process", function()
     end)
   end)
 
+  describe("close", function()
+    helper.it("p:close() does not deadlock on a child blocked writing output nobody reads",
+      function()
+        local p = process.spawn{ "cat", stdin = "pipe", stdout = "pipe", stderr = "null" }
+        local chunk = string.rep("d", 16 * 1024)
+        local deadline = async.now() + 20
+        -- cat echoes until its stdout pipe is full; then our stdin data stays queued
+        while p.stdin:write_queue_size() == 0 do
+          assert.is_true(async.now() < deadline, "the queue never filled")
+          async.timeout(5, p.stdin.write, p.stdin, chunk)
+          async.sleep(0.01)
+        end
+        async.timeout(5, p.close, p)
+        assert.is_true(p.stdout:closed() and p.stdin:closed())
+        assert.is_true(p:exited())
+      end)
+  end)
+
   describe("run", function()
     helper.it("returns code, signal, stdout and stderr", function()
       local r = process.run{ "sh", "-c", "echo out; echo err >&2; exit 3" }
