@@ -15,16 +15,25 @@
 
 extern char **environ;
 
+typedef struct pwaiter pwaiter;
+
 typedef struct lproc {
   lasync__runtime *rt;
   uv_process_t *h;             /* malloc'd; NULL once the child exited (closed in on_child_exit) */
-  lasync_op *wop;              /* the task waiting in wait() */
-  int wbase;
+  pwaiter *waiters;            /* the tasks waiting in wait() */
   int pid;
   int64_t code;
   int termsig;
   unsigned char exited;
 } lproc;
+
+/* A task waiting in wait(): a userdata on its stack, so anchored while it waits. It stays
+** linked until its deliver or cancel runs. */
+struct pwaiter {
+  lasync_op *op;
+  lproc *p;
+  pwaiter *next, *prev;
+};
 
 static void free_handle(uv_handle_t *h) {
   free(h);
@@ -59,17 +68,14 @@ static int check_signal(lua_State *L, int idx, int def) {
 
 static void on_child_exit(uv_process_t *h, int64_t code, int termsig) {
   lproc *p = (lproc *)h->data;
+  pwaiter *w;
   uv_close((uv_handle_t *)h, free_handle);  /* reaped already: the handle is done */
   if (p == NULL) return;
   p->h = NULL;
   p->exited = 1;
   p->code = code;
   p->termsig = termsig;
-  if (p->wop) {
-    lasync_op *op = p->wop;
-    p->wop = NULL;
-    lasync_op_complete(op, 0);
-  }
+  for (w = p->waiters; w; w = w->next) lasync_op_complete(w->op, 0);
 }
 
 /* {====== Lua API ======} */
@@ -89,29 +95,40 @@ static int push_status(lua_State *L, lproc *p) {
   return 2;
 }
 
+static void unlink_waiter(pwaiter *w) {
+  if (w->prev) w->prev->next = w->next; else w->p->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->next = w->prev = NULL;
+}
+
 static int wait_deliver(lua_State *L, void *data, int status) {
-  lproc *p = (lproc *)data;
+  pwaiter *w = (pwaiter *)data;
+  lproc *p = w->p;
   (void)status;
-  lua_settop(L, p->wbase);
+  unlink_waiter(w);
+  lua_settop(L, 1);
   return push_status(L, p);
 }
 
 static void wait_cancel(void *data) {
-  ((lproc *)data)->wop = NULL;  /* the handle stays open: libuv still reaps the child */
+  unlink_waiter((pwaiter *)data);  /* the handle stays open: libuv still reaps the child */
 }
 
 /* p:wait() -> code, signal: the exit status (nil if a signal ended the child) and the name of
-** that signal (nil if it exited) */
+** that signal (nil if it exited). Any number of tasks may wait. */
 static int proc_wait(lua_State *L) {
   lproc *p = checkproc(L);
-  lasync_op *op;
+  pwaiter *w;
   lua_settop(L, 1);
   if (p->exited) return push_status(L, p);
-  if (p->wop) luaL_error(L, "another task is already waiting for this process");
-  p->wbase = 1;
-  op = lasync_op_new(L);
-  p->wop = op;
-  return lasync_op_await(L, op, p, wait_deliver, wait_cancel);
+  w = (pwaiter *)lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  w->p = p;
+  w->op = lasync_op_new(L);
+  w->next = p->waiters;  /* all are woken at once: the order does not matter */
+  if (w->next) w->next->prev = w;
+  p->waiters = w;
+  return lasync_op_await(L, w->op, w, wait_deliver, wait_cancel);
 }
 
 /* p:kill([signal]) -> true if the signal was sent, false if the child already exited */

@@ -169,6 +169,18 @@ describe("async.process", function()
   end)
 
   describe("close", function()
+    helper.it("several tasks may wait for one process; p:close() while a watcher waits", function()
+      local p = process.spawn{ "sh", "-c", "sleep 0.2; exit 3" }
+      local watchers = {}
+      for i = 1, 3 do watchers[i] = helper.started(p.wait, p) end
+      watchers[2]:cancel()  -- a cancelled waiter does not disturb the others
+      helper.expect_cancelled(watchers[2])
+      async.timeout(5, p.close, p)
+      assert.same({ 3 }, { helper.finish(watchers[1]) })
+      assert.same({ 3 }, { helper.finish(watchers[3]) })
+      assert.same({ 3 }, { p:wait() })
+    end)
+
     helper.it("p:close() does not deadlock on a child blocked writing output nobody reads",
       function()
         local p = process.spawn{ "cat", stdin = "pipe", stdout = "pipe", stderr = "null" }
