@@ -179,6 +179,7 @@ struct lasync__runtime {
   unsigned char idle_on;
   unsigned char owns_loop;
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
+  struct lasync__proch *procs; /* process.c: open process handles, closed at teardown */
 };
 
 /* The runtime, from upvalue 1 of every lasync.core function. */
@@ -302,6 +303,9 @@ int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *
 
 /* process.c: subprocesses */
 void lasync__open_process(lua_State *L, lasync__runtime *rt);
+/* Closes the handles of the children still running (they go on running, unreaped), so that
+** the loop can close and no callback comes after the runtime is gone. At runtime teardown. */
+void lasync__close_processes(lasync__runtime *rt);
 /* thread.c: core.to_thread (libuv's thread pool, worker Lua states) */
 void lasync__open_thread(lua_State *L, lasync__runtime *rt);
 

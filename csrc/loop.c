@@ -207,6 +207,7 @@ static int loop_new_error(lua_State *L) {
 static int runtime__gc(lua_State *L) {
   lasync__runtime *rt = (lasync__runtime *)lua_touserdata(L, 1);
   lasync__close_notifiers(rt);
+  lasync__close_processes(rt);
   close_wake(rt);
   if (rt->owns_loop) {
     uv_run(rt->loop, UV_RUN_NOWAIT);  /* close callbacks free handle memory */

@@ -5,6 +5,9 @@
 ** while its handle is open, so the handle is closed in the exit callback, never earlier (a
 ** cancelled wait or a collected Process leaves no zombie). A collected Process whose child still
 ** runs unrefs the handle (it no longer keeps the loop alive) and leaves it to the exit callback.
+** Open handles are listed on the runtime: at teardown (lua_close) they are closed, and a child
+** still running goes on running, unreaped, so that no exit callback comes to a runtime that is
+** gone and an owned loop can close.
 */
 #include <signal.h>
 #include <stdlib.h>
@@ -35,8 +38,34 @@ struct pwaiter {
   pwaiter *next, *prev;
 };
 
+/* The malloc'd process handle, linked in rt->procs while open. */
+typedef struct lasync__proch {
+  uv_process_t h;              /* first: the handle's address is the record's */
+  lasync__runtime *rt;
+  struct lasync__proch *next, *prev;
+} proch;
+
 static void free_handle(uv_handle_t *h) {
   free(h);
+}
+
+/* Unlinks the process handle from its runtime's list and closes it. */
+static void proch_close(uv_process_t *h) {
+  proch *c = (proch *)h;
+  if (c->prev) c->prev->next = c->next; else c->rt->procs = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  uv_close((uv_handle_t *)h, free_handle);
+}
+
+void lasync__close_processes(lasync__runtime *rt) {
+  while (rt->procs) {
+    proch *c = rt->procs;
+    lproc *p = (lproc *)c->h.data;
+    if (p) p->h = NULL;
+    c->h.data = NULL;
+    proch_close(&c->h);
+  }
 }
 
 /* Pushes the name of signal n ("SIGTERM"), or "SIG<n>" for one without a name. */
@@ -69,7 +98,7 @@ static int check_signal(lua_State *L, int idx, int def) {
 static void on_child_exit(uv_process_t *h, int64_t code, int termsig) {
   lproc *p = (lproc *)h->data;
   pwaiter *w;
-  uv_close((uv_handle_t *)h, free_handle);  /* reaped already: the handle is done */
+  proch_close(h);  /* reaped already: the handle is done */
   if (p == NULL) return;
   p->h = NULL;
   p->exited = 1;
@@ -336,7 +365,7 @@ static int core_process_spawn(lua_State *L) {
       stdio[i].flags = UV_IGNORE;
     }
   }
-  p->h = (uv_process_t *)malloc(sizeof *p->h);
+  p->h = (uv_process_t *)malloc(sizeof(proch));
   if (i < 3 || p->h == NULL) {
     r = UV_ENOMEM;
   } else {
@@ -371,6 +400,14 @@ static int core_process_spawn(lua_State *L) {
   }
   p->h->data = p;
   p->pid = p->h->pid;
+  {
+    proch *c = (proch *)p->h;
+    c->rt = rt;
+    c->prev = NULL;
+    c->next = rt->procs;
+    if (c->next) c->next->prev = c;
+    rt->procs = c;
+  }
   lua_pushinteger(L, p->pid);
   for (i = 0; i < 3; i++) {
     if (pipes[i]) {

@@ -198,6 +198,24 @@ describe("async.process", function()
       end)
   end)
 
+  describe("teardown", function()
+    it("a child still running when the Lua state closes leaves no handle open; it runs on",
+      function()
+        -- the embedding host closes its loop after lua_close and fails if a handle is left
+        local script = helper.script("local async = require('lasync')\n" ..
+          "local p = async.process.spawn{ 'sleep', '5' }\nprint(p.pid)\n")
+        local r = helper.sh("cd " .. helper.q(helper.ROOT) .. " && " ..
+                            helper.q(helper.ROOT .. "/build/embed-host") .. " " .. helper.q(script))
+        os.remove(script)
+        local pid = tonumber(r.stdout:match("%d+"))
+        assert.is_truthy(pid, r.stdout .. r.stderr)
+        local running = alive(pid)
+        helper.sh("kill " .. pid)
+        assert.equal(0, r.code, r.stderr)
+        assert.is_true(running)
+      end)
+  end)
+
   describe("run", function()
     helper.it("returns code, signal, stdout and stderr", function()
       local r = process.run{ "sh", "-c", "echo out; echo err >&2; exit 3" }
