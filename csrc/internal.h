@@ -297,6 +297,8 @@ lasync__stream *lasync__stream_wrap(lua_State *L, lasync__runtime *rt, uv_stream
 /* Queues data on the stream s without waiting (for a subprocess's stdin given as a string),
 ** then half-closes it once written. Returns 0 or a uv error. Runs no Lua. */
 int lasync__stream_feed(lasync__stream *s, const char *data, size_t len);
+/* Whether the data given to lasync__stream_feed is still being written. */
+int lasync__stream_feeding(lasync__stream *s);
 /* Raises an error object {kind=, code="ENAME", message="ENAME: text (what)"}. Does not
 ** return. [-0, +0, v] */
 int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *what);

@@ -271,6 +271,32 @@ oom:
   return NULL;
 }
 
+static const char feeds_key = 'f';  /* registry: stdin streams being fed -> true */
+
+/* Anchors the stream on the stack top while it feeds the child its input, so that the
+** input is not cut short when the Process is collected; forgets the streams done feeding. */
+static void anchor_feed(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &feeds_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &feeds_key);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {  /* clearing the current field is allowed during lua_next */
+    lua_pop(L, 1);
+    if (!lasync__stream_feeding((lasync__stream *)lua_touserdata(L, -1))) {
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 /* core.process_spawn(argv, opts) -> process, pid, stdin, stdout, stderr
 ** argv: list of strings (argv[1] is the program, searched in PATH); opts: stdin, stdout, stderr
 ** ("pipe" | "inherit" | "null"), input (a string fed to stdin, which must be "pipe"), env (a
@@ -415,6 +441,7 @@ static int core_process_spawn(lua_State *L) {
       if (i == 0 && input) {
         int e = lasync__stream_feed(s, input, input_len);
         if (e != 0 && e != UV_EPIPE) return lasync__stream_uverror(L, "network", e, "stdin");
+        if (e == 0) anchor_feed(L);
       }
     } else {
       lua_pushnil(L);

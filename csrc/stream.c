@@ -45,6 +45,7 @@ typedef struct lstream {
   lasync_op *rop;              /* the task waiting to read */
   lasync_op *wop;              /* the task in close() waiting for the write queue to empty */
   wwaiter *whead, *wtail;      /* writers waiting for the queue to drain, in order */
+  uv_shutdown_t *feedreq;      /* lasync__stream_feed's shutdown, until it completes */
   int rbase;                   /* stack top under the waiting reader's op userdata */
   int rerr;                    /* UV_EOF or the read error, once reading ended */
   int werr;                    /* the first failed write */
@@ -259,8 +260,14 @@ static int write_some(lstream *s, const char *p, size_t n) {
 }
 
 static void on_feed_shutdown(uv_shutdown_t *req, int status) {
+  lstream *s = (lstream *)req->data;  /* NULL once the stream was closed */
   (void)status;
+  if (s) s->feedreq = NULL;
   free(req);
+}
+
+int lasync__stream_feeding(lstream *s) {
+  return s->feedreq != NULL;
 }
 
 int lasync__stream_feed(lstream *s, const char *data, size_t len) {
@@ -274,12 +281,18 @@ int lasync__stream_feed(lstream *s, const char *data, size_t len) {
     free(req);
     return r;
   }
+  req->data = s;
+  s->feedreq = req;
   s->shut = 1;
   return 0;
 }
 
 /* Closes the handle and wakes the tasks waiting on s with ST_CLOSED. No Lua. */
 static void stream_detach(lstream *s) {
+  if (s->feedreq) {
+    s->feedreq->data = NULL;
+    s->feedreq = NULL;
+  }
   if (s->h) {
     s->h->data = NULL;  /* callbacks still to come (cancelled writes) only free their memory */
     uv_close((uv_handle_t *)s->h, free_handle);

@@ -45,6 +45,16 @@ describe("async.process", function()
       p:close()
     end)
 
+    helper.it("the string for stdin is fed whole even if the Process is collected", function()
+      local data = string.rep("x", 1000000)  -- more than a pipe holds: most of it is queued
+      local out = process.spawn{ "sh", "-c", "sleep 0.2; wc -c", stdin = data, stdout = "pipe" }
+                         .stdout
+      collectgarbage()
+      collectgarbage()
+      assert.equal(tostring(#data), out:read_all():match("%d+"))
+      out:close()
+    end)
+
     helper.it("wait returns the exit code, or nil and the signal's name", function()
       local p = process.spawn{ "sh", "-c", "exit 7" }
       assert.same({ 7 }, { p:wait() })
