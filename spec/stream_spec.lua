@@ -347,6 +347,19 @@ describe("async.tcp", function()
       c:close()
     end)
 
+    helper.it("a handler's final flush is bounded by flush_timeout: close{wait=true} returns",
+      function()
+        local srv = serve(function(s)
+          local chunk = string.rep("z", 16 * 1024)
+          while s:write_queue_size() == 0 do s:write(chunk) end  -- the socket buffers are full
+        end, { flush_timeout = 0.2 })
+        local c = connect(srv)  -- never reads
+        async.sleep(0.1)
+        async.timeout(8, srv.close, srv, { wait = true })
+        assert.equal(0, srv:connections())
+        c:close()
+      end)
+
     helper.it("a server left open is closed when async.run ends", function()
       local port
       async.spawn(function()  -- nothing ever closes it
@@ -372,6 +385,8 @@ describe("async.tcp", function()
       helper.expect_plain_error({ "timeout" }, tcp.connect, "127.0.0.1", 1, { timeout = -1 })
       helper.expect_plain_error({ "handler" }, tcp.serve, "127.0.0.1", 0, 42)
       helper.expect_plain_error({ "backlog" }, tcp.serve, "127.0.0.1", 0, print, { backlog = 0 })
+      helper.expect_plain_error({ "flush_timeout" }, tcp.serve, "127.0.0.1", 0, print,
+                                { flush_timeout = -1 })
       local srv = serve(function() end)
       local c = connect(srv)
       helper.expect_plain_error({ "must be >= 0" }, c.read, c, -1)
