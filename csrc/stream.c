@@ -185,6 +185,15 @@ static int start_reading(lstream *s) {
   return r;
 }
 
+/* A buffer of any length: uv_buf_init takes an unsigned int and would cut 4 GiB and more short,
+** while uv_buf_t's len is a size_t on Unix. */
+static uv_buf_t mkbuf(const char *p, size_t n) {
+  uv_buf_t b;
+  b.base = (char *)p;
+  b.len = n;
+  return b;
+}
+
 typedef struct wreq {
   uv_write_t req;
   char data[1];
@@ -248,14 +257,14 @@ static int write_bufs(lstream *s, uv_buf_t *bufs, unsigned nb) {
     k += len - skip;
     skip = 0;
   }
-  b = uv_buf_init(w->data, (unsigned)k);
+  b = mkbuf(w->data, k);
   r = uv_write(&w->req, s->h, &b, 1, on_write);
   if (r != 0) free(w);
   return r;
 }
 
 static int write_some(lstream *s, const char *p, size_t n) {
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  uv_buf_t b = mkbuf(p, n);
   return write_bufs(s, &b, 1);
 }
 
@@ -637,7 +646,7 @@ static int stream_write(lua_State *L) {
     for (; i <= n && nb < 16; i++) {
       size_t len;
       const char *p = lua_tolstring(L, i, &len);
-      bufs[nb++] = uv_buf_init((char *)p, (unsigned)len);
+      bufs[nb++] = mkbuf(p, len);
     }
     r = write_bufs(s, bufs, nb);
     if (r != 0) {
