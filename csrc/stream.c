@@ -690,7 +690,8 @@ static int shutdown_deliver(lua_State *L, void *data, int status) {
   int st = r->status;
   (void)status;
   free(r);
-  if (st < 0 && st != UV_ENOTCONN && st != UV_ECANCELED)
+  if (st == UV_ECANCELED) return raise_closed(L, "shutdown");  /* nothing more was flushed */
+  if (st < 0 && st != UV_ENOTCONN)
     return lasync__stream_uverror(L, io_kind(st), st, "shutdown");
   return 0;
 }

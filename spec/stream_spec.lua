@@ -463,6 +463,26 @@ sys.stdin.read()
       assert.equal("closed", err.kind)
       srv:close{ wait = true }
     end)
+
+    helper.it("a shutdown still flushing when another task closes the stream raises kind closed",
+      function()
+        local stop = async.Event()
+        local srv = serve(function() stop:wait() end)  -- never reads
+        local c = connect(srv)
+        local chunk = string.rep("s", 65536)
+        while c:write_queue_size() == 0 do c:write(chunk) end
+        local t = helper.started(c.shutdown, c)
+        assert.is_false(t:done())
+        local closer = helper.started(c.close, c)  -- waits for the flush too
+        closer:cancel()  -- so it closes at once
+        helper.expect_cancelled(closer)
+        assert.is_true(c:closed())
+        local ok, err = pcall(helper.finish, t)
+        assert.is_false(ok)
+        assert.equal("closed", err.kind)
+        stop:set()
+        srv:close{ wait = true }
+      end)
   end)
 
   describe("cancellation", function()
