@@ -784,8 +784,10 @@ static int stream_peer(lua_State *L) {
   } else {
     char path[1024];
     size_t len = sizeof path;
-    if (uv_pipe_getpeername((uv_pipe_t *)s->h, path, &len) != 0) return 0;
-    lua_pushlstring(L, path, len);
+    if (uv_pipe_getpeername((uv_pipe_t *)s->h, path, &len) != 0 || len == 0)
+      lua_pushnil(L);  /* an unnamed end */
+    else
+      lua_pushlstring(L, path, len);
     return 1;
   }
 }
@@ -801,8 +803,10 @@ static int stream_sock(lua_State *L) {
   } else {
     char path[1024];
     size_t len = sizeof path;
-    if (uv_pipe_getsockname((uv_pipe_t *)s->h, path, &len) != 0) return 0;
-    lua_pushlstring(L, path, len);
+    if (uv_pipe_getsockname((uv_pipe_t *)s->h, path, &len) != 0 || len == 0)
+      lua_pushnil(L);  /* an unnamed end */
+    else
+      lua_pushlstring(L, path, len);
     return 1;
   }
 }

@@ -28,6 +28,8 @@ describe("async.process", function()
     helper.it("stdio round trip through pipes (Streams)", function()
       local p = process.spawn{ "cat", stdin = "pipe", stdout = "pipe" }
       assert.is_number(p.pid)
+      assert.is_nil(p.stdout:peer())  -- a pipe's ends have no name
+      assert.is_nil(p.stdin:sock())
       p.stdin:write("line 1\n", "line 2\n")
       assert.equal("line 1", p.stdout:read_line())
       p.stdin:close()  -- cat sees EOF and exits

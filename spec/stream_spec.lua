@@ -630,6 +630,7 @@ describe("async.unix", function()
     c:write("ping\n")
     assert.equal("pong ping", c:read_line())
     assert.equal(path, c:peer())
+    assert.same({ nil }, { c:sock() })  -- the connecting side has no name
     helper.expect_plain_error({ "not a TCP stream" }, c.set_nodelay, c, true)
     c:close()
     srv:close{ wait = true }
