@@ -13,8 +13,10 @@
 ** servers (an accept loop in a task) and the convenience methods.
 */
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -773,6 +775,24 @@ static int stream__gc(lua_State *L) {
   return 0;
 }
 
+/* Pushes the path of a pipe's end, or nil for an unnamed one (a socketpair, the connecting
+** side of a Unix socket). Not uv_pipe_get*name: it reads the path the kernel left unset. */
+static int push_pipe_name(lua_State *L, lstream *s, int peer) {
+  struct sockaddr_un sa;
+  socklen_t len = sizeof sa;
+  uv_os_fd_t fd;
+  size_t off = offsetof(struct sockaddr_un, sun_path);
+  memset(&sa, 0, sizeof sa);
+  if (uv_fileno((uv_handle_t *)s->h, &fd) != 0 ||
+      (peer ? getpeername(fd, (struct sockaddr *)&sa, &len)
+            : getsockname(fd, (struct sockaddr *)&sa, &len)) != 0 ||
+      sa.sun_family != AF_UNIX || len <= off || sa.sun_path[0] == '\0')
+    lua_pushnil(L);
+  else
+    lua_pushlstring(L, sa.sun_path, strnlen(sa.sun_path, len - off));
+  return 1;
+}
+
 /* s:peer() -> host, port (TCP) or path (Unix socket) of the other end */
 static int stream_peer(lua_State *L) {
   lstream *s = checkstream(L, 1);
@@ -782,13 +802,7 @@ static int stream_peer(lua_State *L) {
     if (r != 0) return lasync__stream_uverror(L, "network", r, "peer");
     return push_addr(L, &ss);
   } else {
-    char path[1024];
-    size_t len = sizeof path;
-    if (uv_pipe_getpeername((uv_pipe_t *)s->h, path, &len) != 0 || len == 0)
-      lua_pushnil(L);  /* an unnamed end */
-    else
-      lua_pushlstring(L, path, len);
-    return 1;
+    return push_pipe_name(L, s, 1);
   }
 }
 
@@ -801,13 +815,7 @@ static int stream_sock(lua_State *L) {
     if (r != 0) return lasync__stream_uverror(L, "network", r, "sock");
     return push_addr(L, &ss);
   } else {
-    char path[1024];
-    size_t len = sizeof path;
-    if (uv_pipe_getsockname((uv_pipe_t *)s->h, path, &len) != 0 || len == 0)
-      lua_pushnil(L);  /* an unnamed end */
-    else
-      lua_pushlstring(L, path, len);
-    return 1;
+    return push_pipe_name(L, s, 0);
   }
 }
 
