@@ -191,6 +191,7 @@ struct lasync__runtime {
   unsigned char idle_on;
   unsigned char owns_loop;
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
+  struct lasync__proch *procs; /* process.c: open process handles, closed at teardown */
 };
 
 /* The runtime, from upvalue 1 of every lasync.core function. */
@@ -322,6 +323,8 @@ lasync__stream *lasync__stream_wrap(lua_State *L, lasync__runtime *rt, uv_stream
 /* Queues data on the stream s without waiting (for a subprocess's stdin given as a string),
 ** then half-closes it once written. Returns 0 or a uv error. Runs no Lua. */
 int lasync__stream_feed(lasync__stream *s, const char *data, size_t len);
+/* Whether the data given to lasync__stream_feed is still being written. */
+int lasync__stream_feeding(lasync__stream *s);
 /* Raises an error object {kind=, code="ENAME", message="ENAME: text (what)"}. Does not
 ** return. [-0, +0, v] */
 int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *what);
@@ -336,6 +339,9 @@ int lasync__loop_alive(lasync__runtime *rt);
 
 /* process.c: subprocesses */
 void lasync__open_process(lua_State *L, lasync__runtime *rt);
+/* Closes the handles of the children still running (they go on running, unreaped), so that
+** the loop can close and no callback comes after the runtime is gone. At runtime teardown. */
+void lasync__close_processes(lasync__runtime *rt);
 /* thread.c: core.to_thread (libuv's thread pool, worker Lua states) */
 void lasync__open_thread(lua_State *L, lasync__runtime *rt);
 

@@ -315,6 +315,7 @@ static int drain_and_close(lasync__runtime *rt) {
 static int runtime__gc(lua_State *L) {
   lasync__runtime *rt = (lasync__runtime *)lua_touserdata(L, 1);
   lasync__close_notifiers(rt);
+  lasync__close_processes(rt);
   close_wake(rt);
   if (rt->owns_loop && rt->loop) {
     /* abandoned work that is still stuck on a thread (a FIFO nobody opens) keeps the loop

@@ -5,6 +5,9 @@
 ** while its handle is open, so the handle is closed in the exit callback, never earlier (a
 ** cancelled wait or a collected Process leaves no zombie). A collected Process whose child still
 ** runs unrefs the handle (it no longer keeps the loop alive) and leaves it to the exit callback.
+** Open handles are listed on the runtime: at teardown (lua_close) they are closed, and a child
+** still running goes on running, unreaped, so that no exit callback comes to a runtime that is
+** gone and an owned loop can close.
 */
 #include <signal.h>
 #include <stdlib.h>
@@ -15,19 +18,54 @@
 
 extern char **environ;
 
+typedef struct pwaiter pwaiter;
+
 typedef struct lproc {
   lasync__runtime *rt;
   uv_process_t *h;             /* malloc'd; NULL once the child exited (closed in on_child_exit) */
-  lasync_op *wop;              /* the task waiting in wait() */
-  int wbase;
+  pwaiter *waiters;            /* the tasks waiting in wait() */
   int pid;
   int64_t code;
   int termsig;
   unsigned char exited;
 } lproc;
 
+/* A task waiting in wait(): a userdata on its stack, so anchored while it waits. It stays
+** linked until its deliver or cancel runs. */
+struct pwaiter {
+  lasync_op *op;
+  lproc *p;
+  pwaiter *next, *prev;
+};
+
+/* The malloc'd process handle, linked in rt->procs while open. */
+typedef struct lasync__proch {
+  uv_process_t h;              /* first: the handle's address is the record's */
+  lasync__runtime *rt;
+  struct lasync__proch *next, *prev;
+} proch;
+
 static void free_handle(uv_handle_t *h) {
   free(h);
+}
+
+/* Unlinks the process handle from its runtime's list and closes it. */
+static void proch_close(uv_process_t *h) {
+  proch *c = (proch *)h;
+  if (c->prev) c->prev->next = c->next; else c->rt->procs = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = c->prev = NULL;
+  uv_close((uv_handle_t *)h, free_handle);
+}
+
+void lasync__close_processes(lasync__runtime *rt) {
+  while (rt->procs) {
+    proch *c = rt->procs;
+    lproc *p = (lproc *)c->h.data;
+    if (p) p->h = NULL;
+    c->h.data = NULL;
+    proch_close(&c->h);
+  }
 }
 
 /* Pushes the name of signal n ("SIGTERM"), or "SIG<n>" for one without a name. */
@@ -59,17 +97,14 @@ static int check_signal(lua_State *L, int idx, int def) {
 
 static void on_child_exit(uv_process_t *h, int64_t code, int termsig) {
   lproc *p = (lproc *)h->data;
-  uv_close((uv_handle_t *)h, free_handle);  /* reaped already: the handle is done */
+  pwaiter *w;
+  proch_close(h);  /* reaped already: the handle is done */
   if (p == NULL) return;
   p->h = NULL;
   p->exited = 1;
   p->code = code;
   p->termsig = termsig;
-  if (p->wop) {
-    lasync_op *op = p->wop;
-    p->wop = NULL;
-    lasync_op_complete(op, 0);
-  }
+  for (w = p->waiters; w; w = w->next) lasync_op_complete(w->op, 0);
 }
 
 /* {====== Lua API ======} */
@@ -89,29 +124,40 @@ static int push_status(lua_State *L, lproc *p) {
   return 2;
 }
 
+static void unlink_waiter(pwaiter *w) {
+  if (w->prev) w->prev->next = w->next; else w->p->waiters = w->next;
+  if (w->next) w->next->prev = w->prev;
+  w->next = w->prev = NULL;
+}
+
 static int wait_deliver(lua_State *L, void *data, int status) {
-  lproc *p = (lproc *)data;
+  pwaiter *w = (pwaiter *)data;
+  lproc *p = w->p;
   (void)status;
-  lua_settop(L, p->wbase);
+  unlink_waiter(w);
+  lua_settop(L, 1);
   return push_status(L, p);
 }
 
 static void wait_cancel(void *data) {
-  ((lproc *)data)->wop = NULL;  /* the handle stays open: libuv still reaps the child */
+  unlink_waiter((pwaiter *)data);  /* the handle stays open: libuv still reaps the child */
 }
 
 /* p:wait() -> code, signal: the exit status (nil if a signal ended the child) and the name of
-** that signal (nil if it exited) */
+** that signal (nil if it exited). Any number of tasks may wait. */
 static int proc_wait(lua_State *L) {
   lproc *p = checkproc(L);
-  lasync_op *op;
+  pwaiter *w;
   lua_settop(L, 1);
   if (p->exited) return push_status(L, p);
-  if (p->wop) luaL_error(L, "another task is already waiting for this process");
-  p->wbase = 1;
-  op = lasync_op_new(L);
-  p->wop = op;
-  return lasync_op_await(L, op, p, wait_deliver, wait_cancel);
+  w = (pwaiter *)lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  w->p = p;
+  w->op = lasync_op_new(L);
+  w->next = p->waiters;  /* all are woken at once: the order does not matter */
+  if (w->next) w->next->prev = w;
+  p->waiters = w;
+  return lasync_op_await(L, w->op, w, wait_deliver, wait_cancel);
 }
 
 /* p:kill([signal]) -> true if the signal was sent, false if the child already exited */
@@ -225,6 +271,32 @@ oom:
   return NULL;
 }
 
+static const char feeds_key = 'f';  /* registry: stdin streams being fed -> true */
+
+/* Anchors the stream on the stack top while it feeds the child its input, so that the
+** input is not cut short when the Process is collected; forgets the streams done feeding. */
+static void anchor_feed(lua_State *L) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &feeds_key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &feeds_key);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {  /* clearing the current field is allowed during lua_next */
+    lua_pop(L, 1);
+    if (!lasync__stream_feeding((lasync__stream *)lua_touserdata(L, -1))) {
+      lua_pushvalue(L, -1);
+      lua_pushnil(L);
+      lua_rawset(L, -4);
+    }
+  }
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+}
+
 /* core.process_spawn(argv, opts) -> process, pid, stdin, stdout, stderr
 ** argv: list of strings (argv[1] is the program, searched in PATH); opts: stdin, stdout, stderr
 ** ("pipe" | "inherit" | "null"), input (a string fed to stdin, which must be "pipe"), env (a
@@ -319,7 +391,7 @@ static int core_process_spawn(lua_State *L) {
       stdio[i].flags = UV_IGNORE;
     }
   }
-  p->h = (uv_process_t *)malloc(sizeof *p->h);
+  p->h = (uv_process_t *)malloc(sizeof(proch));
   if (i < 3 || p->h == NULL) {
     r = UV_ENOMEM;
   } else {
@@ -354,6 +426,14 @@ static int core_process_spawn(lua_State *L) {
   }
   p->h->data = p;
   p->pid = p->h->pid;
+  {
+    proch *c = (proch *)p->h;
+    c->rt = rt;
+    c->prev = NULL;
+    c->next = rt->procs;
+    if (c->next) c->next->prev = c;
+    rt->procs = c;
+  }
   lua_pushinteger(L, p->pid);
   for (i = 0; i < 3; i++) {
     if (pipes[i]) {
@@ -361,6 +441,7 @@ static int core_process_spawn(lua_State *L) {
       if (i == 0 && input) {
         int e = lasync__stream_feed(s, input, input_len);
         if (e != 0 && e != UV_EPIPE) return lasync__stream_uverror(L, "network", e, "stdin");
+        if (e == 0) anchor_feed(L);
       }
     } else {
       lua_pushnil(L);

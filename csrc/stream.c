@@ -13,8 +13,10 @@
 ** servers (an accept loop in a task) and the convenience methods.
 */
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -32,6 +34,8 @@
 enum { ST_OK = 0, ST_CLOSED = 1 };    /* statuses of completed ops */
 enum { RM_SOME, RM_EXACTLY, RM_UNTIL, RM_LINE, RM_ALL };
 
+typedef struct wwaiter wwaiter;
+
 typedef struct lstream {
   lasync__runtime *rt;
   uv_stream_t *h;              /* malloc'd; NULL once closed; freed in its close callback */
@@ -41,9 +45,10 @@ typedef struct lstream {
   size_t scanned;              /* read_until: bytes after off already searched */
   size_t rn;                   /* read: at most; read_exactly: exactly; read_until: max */
   lasync_op *rop;              /* the task waiting to read */
-  lasync_op *wop;              /* the task waiting for the write queue to drain */
-  size_t wlow;                 /* ... down to this many bytes */
-  int rbase, wbase;            /* stack tops under the waiting op userdata */
+  lasync_op *wop;              /* the task in close() waiting for the write queue to empty */
+  wwaiter *whead, *wtail;      /* writers waiting for the queue to drain, in order */
+  uv_shutdown_t *feedreq;      /* lasync__stream_feed's shutdown, until it completes */
+  int rbase;                   /* stack top under the waiting reader's op userdata */
   int rerr;                    /* UV_EOF or the read error, once reading ended */
   int werr;                    /* the first failed write */
   unsigned char reading, rmode, shut, tcp;
@@ -149,12 +154,10 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
   b->len = s->cap - s->len;
 }
 
+/* Completes the waiting reader's op. s->rop stays set (the reader owns the read) until its
+** deliver or cancel runs: a late cancel must not clear another task's op. */
 static void wake_reader(lstream *s, int status) {
-  lasync_op *op = s->rop;
-  if (op) {
-    s->rop = NULL;
-    lasync_op_complete(op, status);
-  }
+  if (s->rop) lasync_op_complete(s->rop, status);
 }
 
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *b) {
@@ -184,17 +187,35 @@ static int start_reading(lstream *s) {
   return r;
 }
 
+/* A buffer of any length: uv_buf_init takes an unsigned int and would cut 4 GiB and more short,
+** while uv_buf_t's len is a size_t on Unix. */
+static uv_buf_t mkbuf(const char *p, size_t n) {
+  uv_buf_t b;
+  b.base = (char *)p;
+  b.len = n;
+  return b;
+}
+
 typedef struct wreq {
   uv_write_t req;
   char data[1];
 } wreq;
 
-static void wake_writer(lstream *s, int status) {
-  lasync_op *op = s->wop;
-  if (op) {
-    s->wop = NULL;
-    lasync_op_complete(op, status);
-  }
+/* A task in write() waiting for the queue to drain below WRITE_LOW (its data is queued
+** already, as with asyncio's drain). A userdata on the task's stack: anchored while it waits. */
+struct wwaiter {
+  lasync_op *op;
+  lstream *s;
+  wwaiter *next, *prev;
+  int base;
+};
+
+/* Completes the ops of every waiting writer (status) and of a waiting close. As with
+** wake_reader, the waiters stay linked until their deliver or cancel runs. */
+static void wake_writers(lstream *s, int status, int all) {
+  wwaiter *w;
+  for (w = s->whead; w; w = w->next) lasync_op_complete(w->op, status);
+  if (s->wop && all) lasync_op_complete(s->wop, status);
 }
 
 static void on_write(uv_write_t *req, int status) {
@@ -202,8 +223,8 @@ static void on_write(uv_write_t *req, int status) {
   free(req);
   if (s == NULL) return;
   if (status < 0 && status != UV_ECANCELED && s->werr == 0) s->werr = status;
-  if (s->wop && (s->werr || uv_stream_get_write_queue_size(s->h) <= s->wlow))
-    wake_writer(s, ST_OK);
+  if (s->werr || uv_stream_get_write_queue_size(s->h) <= WRITE_LOW)
+    wake_writers(s, ST_OK, s->werr || uv_stream_get_write_queue_size(s->h) == 0);
 }
 
 /* Sends bufs[0..nb) in order (one writev when possible: separate small segments would meet
@@ -238,20 +259,26 @@ static int write_bufs(lstream *s, uv_buf_t *bufs, unsigned nb) {
     k += len - skip;
     skip = 0;
   }
-  b = uv_buf_init(w->data, (unsigned)k);
+  b = mkbuf(w->data, k);
   r = uv_write(&w->req, s->h, &b, 1, on_write);
   if (r != 0) free(w);
   return r;
 }
 
 static int write_some(lstream *s, const char *p, size_t n) {
-  uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+  uv_buf_t b = mkbuf(p, n);
   return write_bufs(s, &b, 1);
 }
 
 static void on_feed_shutdown(uv_shutdown_t *req, int status) {
+  lstream *s = (lstream *)req->data;  /* NULL once the stream was closed */
   (void)status;
+  if (s) s->feedreq = NULL;
   free(req);
+}
+
+int lasync__stream_feeding(lstream *s) {
+  return s->feedreq != NULL;
 }
 
 int lasync__stream_feed(lstream *s, const char *data, size_t len) {
@@ -265,12 +292,18 @@ int lasync__stream_feed(lstream *s, const char *data, size_t len) {
     free(req);
     return r;
   }
+  req->data = s;
+  s->feedreq = req;
   s->shut = 1;
   return 0;
 }
 
 /* Closes the handle and wakes the tasks waiting on s with ST_CLOSED. No Lua. */
 static void stream_detach(lstream *s) {
+  if (s->feedreq) {
+    s->feedreq->data = NULL;
+    s->feedreq = NULL;
+  }
   if (s->h) {
     s->h->data = NULL;  /* callbacks still to come (cancelled writes) only free their memory */
     uv_close((uv_handle_t *)s->h, free_handle);
@@ -281,7 +314,7 @@ static void stream_detach(lstream *s) {
   s->buf = NULL;
   s->off = s->len = s->cap = s->scanned = 0;
   wake_reader(s, ST_CLOSED);
-  wake_writer(s, ST_CLOSED);
+  wake_writers(s, ST_CLOSED, 1);
 }
 
 /* {====== Lua API: streams ======} */
@@ -312,6 +345,7 @@ static int read_step(lua_State *L, lstream *s);
 
 static int read_deliver(lua_State *L, void *data, int status) {
   lstream *s = (lstream *)data;
+  s->rop = NULL;
   lua_settop(L, s->rbase);  /* drop the op */
   if (status == ST_CLOSED) return raise_closed(L, "read");
   return read_step(L, s);
@@ -399,17 +433,22 @@ static int read_step(lua_State *L, lstream *s) {
       break;
     default: {  /* RM_UNTIL, RM_LINE */
       ptrdiff_t at = find_sep(s);
-      if (at >= 0 && (size_t)at > s->rn) avail = (size_t)at;  /* found, but too long */
-      else if (at >= 0) {
-        size_t n = (size_t)at;
-        if (s->rmode == RM_LINE && n > 0 && s->buf[s->off + n - 1] == '\r')
-          lua_pushlstring(L, s->buf + s->off, n - 1);
-        else
-          lua_pushlstring(L, s->buf + s->off, n);
-        consume(s, n + s->seplen);
-        return 1;
+      /* max bounds the result: a line's CR does not count, and without a separator yet, the
+      ** last seplen - 1 bytes (and a line's CR) may be the start of it */
+      size_t slack = s->rmode == RM_LINE ? (avail > 0 && s->buf[s->len - 1] == '\r')
+                                         : s->seplen - 1;
+      if (at >= 0) {
+        size_t n = (size_t)at, rlen = n;
+        if (s->rmode == RM_LINE && n > 0 && s->buf[s->off + n - 1] == '\r') rlen = n - 1;
+        if (rlen <= s->rn) {
+          lua_pushlstring(L, s->buf + s->off, rlen);
+          consume(s, n + s->seplen);
+          return 1;
+        }
+        slack = 0;
+        avail = rlen;  /* found, but too long */
       }
-      if (avail > s->rn) {  /* the data stays buffered */
+      if (avail > s->rn && avail - s->rn > slack) {  /* the data stays buffered */
         lasync__push_error(L, "limit", "%s: no separator within %d bytes",
                            s->rmode == RM_LINE ? "read_line" : "read_until", (int)s->rn);
         lua_pushinteger(L, (lua_Integer)s->rn);
@@ -554,31 +593,44 @@ static int stream_read_all(lua_State *L) {
   return read_step(L, s);
 }
 
+static void unlink_writer(wwaiter *w) {
+  lstream *s = w->s;
+  if (w->prev) w->prev->next = w->next; else s->whead = w->next;
+  if (w->next) w->next->prev = w->prev; else s->wtail = w->prev;
+  w->next = w->prev = NULL;
+}
+
 static int write_deliver(lua_State *L, void *data, int status) {
-  lstream *s = (lstream *)data;
-  lua_settop(L, s->wbase);
+  wwaiter *w = (wwaiter *)data;
+  lstream *s = w->s;
+  unlink_writer(w);
+  lua_settop(L, w->base);
   if (status == ST_CLOSED) return raise_closed(L, "write");
   if (s->werr) return lasync__stream_uverror(L, io_kind(s->werr), s->werr, "write");
   return 0;
 }
 
 static void write_cancel(void *data) {
-  lstream *s = (lstream *)data;
-  s->wop = NULL;
+  wwaiter *w = (wwaiter *)data;
+  lstream *s = w->s;
+  unlink_writer(w);
   /* part of the data may be queued: the byte stream is broken, later writes raise, and close
   ** does not wait for the queue (the peer may be the reason the write was stuck) */
   if (s->werr == 0) s->werr = UV_ECANCELED;
 }
 
-/* Suspends until the write queue is down to `low` bytes. */
-static int wait_drain(lua_State *L, lstream *s, size_t low) {
-  lasync_op *op;
-  if (s->wop) luaL_error(L, "another task is already waiting to write to this stream");
-  s->wlow = low;
-  s->wbase = lua_gettop(L);
-  op = lasync_op_new(L);
-  s->wop = op;
-  return lasync_op_await(L, op, s, write_deliver, write_cancel);
+/* Suspends until the write queue is down to WRITE_LOW bytes; any number of tasks may wait. */
+static int wait_drain(lua_State *L, lstream *s) {
+  int base = lua_gettop(L);
+  wwaiter *w = (wwaiter *)lua_newuserdatauv(L, sizeof *w, 0);
+  memset(w, 0, sizeof *w);
+  w->s = s;
+  w->base = base;
+  w->op = lasync_op_new(L);
+  w->prev = s->wtail;
+  if (s->wtail) s->wtail->next = w; else s->whead = w;
+  s->wtail = w;
+  return lasync_op_await(L, w->op, w, write_deliver, write_cancel);
 }
 
 /* s:write(data, ...): queues the strings; suspends while the queue is above the high-water
@@ -596,7 +648,7 @@ static int stream_write(lua_State *L) {
     for (; i <= n && nb < 16; i++) {
       size_t len;
       const char *p = lua_tolstring(L, i, &len);
-      bufs[nb++] = uv_buf_init((char *)p, (unsigned)len);
+      bufs[nb++] = mkbuf(p, len);
     }
     r = write_bufs(s, bufs, nb);
     if (r != 0) {
@@ -606,7 +658,7 @@ static int stream_write(lua_State *L) {
   }
   if (uv_stream_get_write_queue_size(s->h) <= WRITE_HIGH) return 0;
   lua_settop(L, 1);
-  return wait_drain(L, s, WRITE_LOW);
+  return wait_drain(L, s);
 }
 
 /* s:write_queue_size() -> bytes queued, not yet handed to the kernel */
@@ -640,7 +692,8 @@ static int shutdown_deliver(lua_State *L, void *data, int status) {
   int st = r->status;
   (void)status;
   free(r);
-  if (st < 0 && st != UV_ENOTCONN && st != UV_ECANCELED)
+  if (st == UV_ECANCELED) return raise_closed(L, "shutdown");  /* nothing more was flushed */
+  if (st < 0 && st != UV_ENOTCONN)
     return lasync__stream_uverror(L, io_kind(st), st, "shutdown");
   return 0;
 }
@@ -709,7 +762,6 @@ static int stream_close(lua_State *L) {
     stop_reading(s);
     wake_reader(s, ST_CLOSED);
     s->closing = 1;
-    s->wlow = 0;
     s->wop = op;
     return lasync_op_await(L, op, s, close_deliver, close_cancel);
   }
@@ -723,6 +775,24 @@ static int stream__gc(lua_State *L) {
   return 0;
 }
 
+/* Pushes the path of a pipe's end, or nil for an unnamed one (a socketpair, the connecting
+** side of a Unix socket). Not uv_pipe_get*name: it reads the path the kernel left unset. */
+static int push_pipe_name(lua_State *L, lstream *s, int peer) {
+  struct sockaddr_un sa;
+  socklen_t len = sizeof sa;
+  uv_os_fd_t fd;
+  size_t off = offsetof(struct sockaddr_un, sun_path);
+  memset(&sa, 0, sizeof sa);
+  if (uv_fileno((uv_handle_t *)s->h, &fd) != 0 ||
+      (peer ? getpeername(fd, (struct sockaddr *)&sa, &len)
+            : getsockname(fd, (struct sockaddr *)&sa, &len)) != 0 ||
+      sa.sun_family != AF_UNIX || len <= off || sa.sun_path[0] == '\0')
+    lua_pushnil(L);
+  else
+    lua_pushlstring(L, sa.sun_path, strnlen(sa.sun_path, len - off));
+  return 1;
+}
+
 /* s:peer() -> host, port (TCP) or path (Unix socket) of the other end */
 static int stream_peer(lua_State *L) {
   lstream *s = checkstream(L, 1);
@@ -732,11 +802,7 @@ static int stream_peer(lua_State *L) {
     if (r != 0) return lasync__stream_uverror(L, "network", r, "peer");
     return push_addr(L, &ss);
   } else {
-    char path[1024];
-    size_t len = sizeof path;
-    if (uv_pipe_getpeername((uv_pipe_t *)s->h, path, &len) != 0) return 0;
-    lua_pushlstring(L, path, len);
-    return 1;
+    return push_pipe_name(L, s, 1);
   }
 }
 
@@ -749,11 +815,7 @@ static int stream_sock(lua_State *L) {
     if (r != 0) return lasync__stream_uverror(L, "network", r, "sock");
     return push_addr(L, &ss);
   } else {
-    char path[1024];
-    size_t len = sizeof path;
-    if (uv_pipe_getsockname((uv_pipe_t *)s->h, path, &len) != 0) return 0;
-    lua_pushlstring(L, path, len);
-    return 1;
+    return push_pipe_name(L, s, 0);
   }
 }
 
@@ -1026,17 +1088,12 @@ static int core_tcp_resolve(lua_State *L) {
 
 static void on_connection(uv_stream_t *server, int status) {
   llistener *l = (llistener *)server->data;
-  lasync_op *op;
   if (l == NULL) return;
   if (status < 0)
     l->err = status;
   else
     l->pending++;
-  op = l->aop;
-  if (op) {
-    l->aop = NULL;
-    lasync_op_complete(op, ST_OK);
-  }
+  if (l->aop) lasync_op_complete(l->aop, ST_OK);  /* aop is cleared by its deliver or cancel */
 }
 
 static llistener *tolistener(lua_State *L, int idx) {
@@ -1050,7 +1107,6 @@ static llistener *checklistener(lua_State *L, int idx) {
 }
 
 static void listener_detach(llistener *l) {
-  lasync_op *op = l->aop;
   if (l->h) {
     l->h->data = NULL;
     uv_close((uv_handle_t *)l->h, free_handle);
@@ -1061,16 +1117,14 @@ static void listener_detach(llistener *l) {
     free(l->path);
     l->path = NULL;
   }
-  if (op) {
-    l->aop = NULL;
-    lasync_op_complete(op, ST_CLOSED);
-  }
+  if (l->aop) lasync_op_complete(l->aop, ST_CLOSED);
 }
 
 static int accept_step(lua_State *L, llistener *l);
 
 static int accept_deliver(lua_State *L, void *data, int status) {
   llistener *l = (llistener *)data;
+  l->aop = NULL;
   lua_settop(L, l->abase);
   if (status == ST_CLOSED) {
     lasync__push_error(L, "closed", "accept: the server was closed");

@@ -28,6 +28,8 @@ describe("async.process", function()
     helper.it("stdio round trip through pipes (Streams)", function()
       local p = process.spawn{ "cat", stdin = "pipe", stdout = "pipe" }
       assert.is_number(p.pid)
+      assert.is_nil(p.stdout:peer())  -- a pipe's ends have no name
+      assert.is_nil(p.stdin:sock())
       p.stdin:write("line 1\n", "line 2\n")
       assert.equal("line 1", p.stdout:read_line())
       p.stdin:close()  -- cat sees EOF and exits
@@ -43,6 +45,16 @@ describe("async.process", function()
       assert.equal("5", p.stdout:read_all():match("%d+"))
       assert.equal(0, p:wait())
       p:close()
+    end)
+
+    helper.it("the string for stdin is fed whole even if the Process is collected", function()
+      local data = string.rep("x", 1000000)  -- more than a pipe holds: most of it is queued
+      local out = process.spawn{ "sh", "-c", "sleep 0.2; wc -c", stdin = data, stdout = "pipe" }
+                         .stdout
+      collectgarbage()
+      collectgarbage()
+      assert.equal(tostring(#data), out:read_all():match("%d+"))
+      out:close()
     end)
 
     helper.it("wait returns the exit code, or nil and the signal's name", function()
@@ -166,6 +178,54 @@ describe("async.process", function()
       helper.expect_cancelled(t)
       assert.is_true(gone(p.pid))
     end)
+  end)
+
+  describe("close", function()
+    helper.it("several tasks may wait for one process; p:close() while a watcher waits", function()
+      local p = process.spawn{ "sh", "-c", "sleep 0.2; exit 3" }
+      local watchers = {}
+      for i = 1, 3 do watchers[i] = helper.started(p.wait, p) end
+      watchers[2]:cancel()  -- a cancelled waiter does not disturb the others
+      helper.expect_cancelled(watchers[2])
+      async.timeout(5, p.close, p)
+      assert.same({ 3 }, { helper.finish(watchers[1]) })
+      assert.same({ 3 }, { helper.finish(watchers[3]) })
+      assert.same({ 3 }, { p:wait() })
+    end)
+
+    helper.it("p:close() does not deadlock on a child blocked writing output nobody reads",
+      function()
+        local p = process.spawn{ "cat", stdin = "pipe", stdout = "pipe", stderr = "null" }
+        local chunk = string.rep("d", 16 * 1024)
+        local deadline = async.now() + 20
+        -- cat echoes until its stdout pipe is full; then our stdin data stays queued
+        while p.stdin:write_queue_size() == 0 do
+          assert.is_true(async.now() < deadline, "the queue never filled")
+          async.timeout(5, p.stdin.write, p.stdin, chunk)
+          async.sleep(0.01)
+        end
+        async.timeout(5, p.close, p)
+        assert.is_true(p.stdout:closed() and p.stdin:closed())
+        assert.is_true(p:exited())
+      end)
+  end)
+
+  describe("teardown", function()
+    it("a child still running when the Lua state closes leaves no handle open; it runs on",
+      function()
+        -- the embedding host closes its loop after lua_close and fails if a handle is left
+        local script = helper.script("local async = require('lasync')\n" ..
+          "local p = async.process.spawn{ 'sleep', '5' }\nprint(p.pid)\n")
+        local r = helper.sh("cd " .. helper.q(helper.ROOT) .. " && " ..
+                            helper.q(helper.ROOT .. "/build/embed-host") .. " " .. helper.q(script))
+        os.remove(script)
+        local pid = tonumber(r.stdout:match("%d+"))
+        assert.is_truthy(pid, r.stdout .. r.stderr)
+        local running = alive(pid)
+        helper.sh("kill " .. pid)
+        assert.equal(0, r.code, r.stderr)
+        assert.is_true(running)
+      end)
   end)
 
   describe("run", function()

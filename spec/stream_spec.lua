@@ -168,6 +168,29 @@ describe("async.tcp", function()
       srv:close{ wait = true }
     end)
 
+    helper.it("max counts the result only: not a line's CR, not how the data was chunked",
+      function()
+        local function read(pieces, fn)
+          local srv = chunked(pieces)
+          local c = connect(srv)
+          local ok, got = pcall(fn, c)
+          c:close()
+          srv:close{ wait = true }
+          return ok and got or got.kind
+        end
+        local function line4(c) return c:read_line({ max = 4 }) end
+        local function until3(c) return c:read_until(";;", { max = 3 }) end
+        assert.equal("abcd", read({ "abcd\r\n" }, line4))
+        assert.equal("abcd", read({ "abcd\r", "\nx" }, line4))
+        assert.equal("abcd", read({ "abcd", "\n" }, line4))
+        assert.equal("limit", read({ "abcde", "\n" }, line4))
+        assert.equal("limit", read({ "abcd\r", "e\n" }, line4))
+        assert.equal("abc", read({ "abc;;" }, until3))
+        assert.equal("abc", read({ "abc;", ";" }, until3))
+        assert.equal("limit", read({ "abcd;;" }, until3))
+        assert.equal("limit", read({ "abc;x", ";;" }, until3))
+      end)
+
     helper.it("a second reader on the same stream is an error, not a hang", function()
       local srv = serve(function(s) s:read() end)
       local c = connect(srv)
@@ -214,6 +237,29 @@ describe("async.tcp", function()
       assert.equal(160 * #chunk, total)
       c:close()
     end)
+
+    helper.it("several tasks may write at once: all data arrives in order, each waits for room",
+      function()
+        local got, done = {}, async.Event()
+        local srv = serve(function(s)
+          async.sleep(0.1)  -- the writers fill the queue first
+          got = s:read_all()
+          done:set()
+        end)
+        local c = connect(srv)
+        local writers = {}
+        for i = 1, 3 do
+          local chunk = string.rep(tostring(i), 4 * 1024 * 1024)
+          writers[i] = async.spawn(function() c:write(chunk) return i end)
+        end
+        for i = 1, 3 do assert.equal(i, helper.finish(writers[i], 30)) end
+        c:close()
+        done:wait()
+        assert.equal(12 * 1024 * 1024, #got)
+        assert.equal(string.rep("1", 4 * 1024 * 1024), got:sub(1, 4 * 1024 * 1024))
+        assert.equal(string.rep("3", 4 * 1024 * 1024), got:sub(-4 * 1024 * 1024))
+        srv:close{ wait = true }
+      end)
 
     helper.it("shutdown half-closes: the peer reads EOF and can still answer", function()
       local srv = serve(function(s)
@@ -301,6 +347,19 @@ describe("async.tcp", function()
       c:close()
     end)
 
+    helper.it("a handler's final flush is bounded by flush_timeout: close{wait=true} returns",
+      function()
+        local srv = serve(function(s)
+          local chunk = string.rep("z", 16 * 1024)
+          while s:write_queue_size() == 0 do s:write(chunk) end  -- the socket buffers are full
+        end, { flush_timeout = 0.2 })
+        local c = connect(srv)  -- never reads
+        async.sleep(0.1)
+        async.timeout(8, srv.close, srv, { wait = true })
+        assert.equal(0, srv:connections())
+        c:close()
+      end)
+
     helper.it("a server left open is closed when async.run ends", function()
       local port
       async.spawn(function()  -- nothing ever closes it
@@ -326,6 +385,8 @@ describe("async.tcp", function()
       helper.expect_plain_error({ "timeout" }, tcp.connect, "127.0.0.1", 1, { timeout = -1 })
       helper.expect_plain_error({ "handler" }, tcp.serve, "127.0.0.1", 0, 42)
       helper.expect_plain_error({ "backlog" }, tcp.serve, "127.0.0.1", 0, print, { backlog = 0 })
+      helper.expect_plain_error({ "flush_timeout" }, tcp.serve, "127.0.0.1", 0, print,
+                                { flush_timeout = -1 })
       local srv = serve(function() end)
       local c = connect(srv)
       helper.expect_plain_error({ "must be >= 0" }, c.read, c, -1)
@@ -402,6 +463,26 @@ sys.stdin.read()
       assert.equal("closed", err.kind)
       srv:close{ wait = true }
     end)
+
+    helper.it("a shutdown still flushing when another task closes the stream raises kind closed",
+      function()
+        local stop = async.Event()
+        local srv = serve(function() stop:wait() end)  -- never reads
+        local c = connect(srv)
+        local chunk = string.rep("s", 65536)
+        while c:write_queue_size() == 0 do c:write(chunk) end
+        local t = helper.started(c.shutdown, c)
+        assert.is_false(t:done())
+        local closer = helper.started(c.close, c)  -- waits for the flush too
+        closer:cancel()  -- so it closes at once
+        helper.expect_cancelled(closer)
+        assert.is_true(c:closed())
+        local ok, err = pcall(helper.finish, t)
+        assert.is_false(ok)
+        assert.equal("closed", err.kind)
+        stop:set()
+        srv:close{ wait = true }
+      end)
   end)
 
   describe("cancellation", function()
@@ -427,6 +508,40 @@ sys.stdin.read()
         go:set()
         assert.equal("late line", c:read_line())
         c:close()
+        srv:close{ wait = true }
+      end)
+
+    helper.it("a reader cancelled after its data arrived does not steal the next reader's wait",
+      function()
+        local peers = {}
+        local srv = serve(function(s) peers[#peers + 1] = s; s:read() end)
+        local c1 = connect(srv)
+        while #peers < 1 do async.sleep(0.01) end
+        local c2 = connect(srv)
+        while #peers < 2 do async.sleep(0.01) end
+        for _ = 1, 5 do
+          local a = async.spawn(c1.read_until, c1, "\n")
+          local y = async.spawn(function()
+            c2:read()    -- often woken in the same turn as a, and resumed first
+            a:cancel()   -- then a's read is complete but a has not resumed yet
+            local ok, err = pcall(async.timeout, 3, c1.read_until, c1, "\n")
+            return ok, type(err) == "table" and err.kind or err
+          end)
+          async.sleep(0.02)
+          peers[2]:write("wake")
+          peers[1]:write("abc")
+          async.sleep(0.05)
+          peers[1]:write("\n")
+          local ok, got = y:await()
+          if not ok then  -- a still owned the read: a clear error, never a hang
+            assert.is_truthy(tostring(got):find("already reading", 1, true), tostring(got))
+            got = c1:read_until("\n")
+          end
+          assert.equal("abc", got)
+          helper.expect_cancelled(a)
+        end
+        c1:close()
+        c2:close()
         srv:close{ wait = true }
       end)
 
@@ -515,6 +630,7 @@ describe("async.unix", function()
     c:write("ping\n")
     assert.equal("pong ping", c:read_line())
     assert.equal(path, c:peer())
+    assert.same({ nil }, { c:sock() })  -- the connecting side has no name
     helper.expect_plain_error({ "not a TCP stream" }, c.set_nodelay, c, true)
     c:close()
     srv:close{ wait = true }

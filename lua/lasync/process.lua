@@ -10,7 +10,7 @@ local stream = require("lasync.stream")
 local M = {}
 
 local type, error, pcall, tostring, setmetatable = type, error, pcall, tostring, setmetatable
-local getmetatable, pairs, concat = getmetatable, pairs, table.concat
+local getmetatable, pairs, ipairs, concat = getmetatable, pairs, ipairs, table.concat
 local with_timeout = stream._with_timeout
 local new_error = core.new_error
 
@@ -104,7 +104,9 @@ function Process:exited()
 end
 
 local function close_pipes(p)
-  for _, k in pairs({ "stdin", "stdout", "stderr", "_feed" }) do
+  -- the outputs first: a child blocked writing to a pipe nobody reads would never take in
+  -- the rest of its stdin, and closing stdin waits for that flush
+  for _, k in ipairs({ "stdout", "stderr", "stdin", "_feed" }) do
     local s = p[k]
     if s and not s:closed() then pcall(s.close, s) end  -- a cancellation closes at once too
   end

@@ -115,9 +115,15 @@ local function handler_msgh(e)
   return { traceback(tostring(e), 2) }
 end
 
+local FLUSH_TIMEOUT = 10  -- default bound on the flush when a handler ends
+
 local function run_handler(srv, handler, conn)
   local ok, err = xpcall(handler, handler_msgh, conn)
-  pcall(conn.close, conn)  -- flushes what the handler wrote; a cancellation closes at once
+  -- flushes what the handler wrote, within flush_timeout (a client that stops reading must not
+  -- hold the handler, and server:close{wait = true}, forever); a cancellation or the timeout
+  -- closes at once
+  pcall(with_timeout, srv._flush_timeout, conn.close, conn)
+  if not conn:closed() then pcall(conn.close, conn) end
   srv._handlers[current_task()] = nil
   if not ok and type(err) == "table" and err[1] then
     warn("lasync: a connection handler failed (its connection was closed): ", err[1])
@@ -143,11 +149,19 @@ local function accept_loop(srv, listener, handler)
   end
 end
 
-local function new_server(listener, handler)
-  local srv = setmetatable({ _listener = listener, _handlers = {}, _closed = false }, Server)
+local function new_server(listener, handler, opts)
+  local srv = setmetatable({ _listener = listener, _handlers = {}, _closed = false,
+                             _flush_timeout = opts.flush_timeout or FLUSH_TIMEOUT }, Server)
   srv._acceptor = spawn(accept_loop, srv, listener, handler)
   srv._acceptor:set_name("server accept loop")
   return srv
+end
+
+local function check_serve_opts(fname, opts)
+  local ft = opts.flush_timeout
+  if ft ~= nil and (type(ft) ~= "number" or ft ~= ft or ft < 0) then
+    error(fname .. ": flush_timeout must be a number >= 0, got " .. tostring(ft), 3)
+  end
 end
 
 local function check_handler(fname, handler)
@@ -163,6 +177,7 @@ function tcp.serve(host, port, handler, opts)
   check_port("tcp.serve", port)
   check_handler("tcp.serve", handler)
   opts = check_opts("tcp.serve", opts, 4)
+  check_serve_opts("tcp.serve", opts)
   local backlog = opts.backlog
   if backlog ~= nil and (math_type(backlog) ~= "integer" or backlog < 1) then
     error("tcp.serve: backlog must be an integer >= 1, got " .. tostring(backlog), 2)
@@ -171,7 +186,7 @@ function tcp.serve(host, port, handler, opts)
   if #addrs == 0 then
     error(new_error("dns", "no address for " .. host, { host = host, code = "EAI_NONAME" }), 2)
   end
-  local srv = new_server(core.tcp_listen(addrs[1], port, backlog), handler)
+  local srv = new_server(core.tcp_listen(addrs[1], port, backlog), handler, opts)
   srv.host, srv.port = srv._listener:sock()
   return srv
 end
@@ -180,7 +195,8 @@ function unix.serve(path, handler, opts)
   check_path("unix.serve", path)
   check_handler("unix.serve", handler)
   opts = check_opts("unix.serve", opts, 3)
-  local srv = new_server(core.pipe_listen(path, opts.backlog), handler)
+  check_serve_opts("unix.serve", opts)
+  local srv = new_server(core.pipe_listen(path, opts.backlog), handler, opts)
   srv.path = path
   return srv
 end
