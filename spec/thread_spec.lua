@@ -43,9 +43,13 @@ end
 
 -- A gate path, and a to-be-closed value that opens the gate (also when the test fails: a call
 -- still running would keep the process from exiting).
+-- Gate files are not helper.script's (those are removed after each test, maybe before an
+-- abandoned gate call saw its file): they are removed when the spec file ends.
+local gates = {}
 local function new_gate()
-  local path = helper.script("")
+  local path = os.tmpname()
   os.remove(path)
+  gates[#gates + 1] = path
   return path, setmetatable({}, { __close = function()
     local f = assert(io.open(path, "w"))
     f:close()
@@ -61,7 +65,11 @@ local function expect_error(pattern, fn, ...)
 end
 
 describe("async.to_thread", function()
-  after_each(helper.cleanup)  -- gate files and scripts
+  after_each(helper.cleanup)  -- scripts
+  teardown(function()
+    os.execute("sleep 1")  -- abandoned gate calls see their open gate and end meanwhile
+    for _, path in ipairs(gates) do os.remove(path) end
+  end)
 
   describe("copies arguments and results", function()
     helper.it("of every allowed type, keeping integers and floats apart", function()
