@@ -72,19 +72,24 @@ static void push_addresses(lua_State *L, struct addrinfo *ai) {
   lua_pop(L, 1);
 }
 
+int lasync__raise_dns(lua_State *L, int status, int hostidx) {
+  hostidx = lua_absindex(L, hostidx);
+  lasync__push_error(L, "dns", "%s: %s (resolving '%s')", uv_err_name(status),
+                     uv_strerror(status), lua_tostring(L, hostidx));
+  lua_pushstring(L, uv_err_name(status));
+  lua_setfield(L, -2, "code");
+  lua_pushvalue(L, hostidx);
+  lua_setfield(L, -2, "host");
+  return lua_error(L);
+}
+
 static int dns_deliver(lua_State *L, void *data, int status) {
   dreq *r = (dreq *)data;
   int st = r->status;
   (void)status;
   if (st < 0) {
     dreq_free(r);
-    lasync__push_error(L, "dns", "%s: %s (resolving '%s')", uv_err_name(st), uv_strerror(st),
-                       lua_tostring(L, 1));
-    lua_pushstring(L, uv_err_name(st));
-    lua_setfield(L, -2, "code");
-    lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "host");
-    return lua_error(L);
+    return lasync__raise_dns(L, st, 1);
   }
   push_addresses(L, r->res);
   dreq_free(r);

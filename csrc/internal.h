@@ -312,6 +312,9 @@ void lasync__open_dns(lua_State *L, lasync__runtime *rt);
 void lasync__open_signal(lua_State *L, lasync__runtime *rt);
 /* Signal names ("SIGTERM", also "TERM") and numbers; 0 / NULL when unknown. */
 int lasync__signal_number(const char *name);
+/* Raises the error object of a failed getaddrinfo (status < 0) for the host name at hostidx:
+** kind "dns", code ("EAI_NONAME"), host. Does not return. [-0, +0, v] */
+int lasync__raise_dns(lua_State *L, int status, int hostidx);
 const char *lasync__signal_name(int signum);
 /* stream.c: the Stream type (TCP, Unix sockets, pipes, process stdio) and listeners */
 void lasync__open_stream(lua_State *L, lasync__runtime *rt);

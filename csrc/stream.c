@@ -1020,13 +1020,7 @@ static int resolve_deliver(lua_State *L, void *data, int status) {
   free(g);
   if (st != 0) {
     uv_freeaddrinfo(res);
-    lasync__push_error(L, "dns", "%s: %s (%s)", uv_err_name(st), uv_strerror(st),
-                       lua_tostring(L, 1));
-    lua_pushstring(L, uv_err_name(st));
-    lua_setfield(L, -2, "code");
-    lua_pushvalue(L, 1);
-    lua_setfield(L, -2, "host");
-    return lua_error(L);
+    return lasync__raise_dns(L, st, 1);
   }
   lua_newtable(L);
   for (ai = res; ai; ai = ai->ai_next) {

@@ -45,6 +45,14 @@ end
 
 -- {======  small utilities  ======}
 
+-- this process's resident set size, in KiB
+function M.rss_kib()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("a")
+  f:close()
+  return tonumber(s:match("VmRSS:%s+(%d+)"))
+end
+
 -- `file:line` of the caller's current line (level 2), as it appears in tracebacks
 function M.here(level)
   local info = debug.getinfo((level or 1) + 1, "Sl")

@@ -10,12 +10,7 @@ local function url(path) return srv.url .. path end
 
 local raises = helper.expect_kind
 
-local function rss_kib()
-  local f = io.open("/proc/self/status")
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s+(%d+)"))
-end
+local rss_kib = helper.rss_kib
 
 describe("lasync.http", function()
   setup(function() srv = servers.http() end)

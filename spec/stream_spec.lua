@@ -25,12 +25,7 @@ local function capture_warnings(fn)
   return got
 end
 
-local function rss_kib()
-  local f = io.open("/proc/self/status")
-  local s = f:read("a")
-  f:close()
-  return tonumber(s:match("VmRSS:%s+(%d+)"))
-end
+local rss_kib = helper.rss_kib
 
 describe("async.tcp", function()
   describe("echo (the asyncio streams example)", function()

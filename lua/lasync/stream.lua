@@ -11,26 +11,23 @@ local M = {}
 local tcp, unix = {}, {}
 M.tcp, M.unix = tcp, unix
 
-local pack, unpack, concat = table.pack, table.unpack, table.concat
+local concat = table.concat
 local type, error, pcall, xpcall, tostring = type, error, pcall, xpcall, tostring
 local setmetatable, getmetatable, pairs, next = setmetatable, getmetatable, pairs, next
 local math_type = math.type
 local traceback = debug.traceback
-local scope, now, new_error, spawn = core.scope, core.now, core.new_error, core.spawn
+local new_error, spawn = core.new_error, core.spawn
 local current_task, sleep = core.current_task, core.sleep
 
 local function is_kind(e, kind)
   return type(e) == "table" and getmetatable(e) ~= nil and e.kind == kind
 end
 
--- fn(...) under a deadline of `seconds` (nil: none); raises kind "timeout" when it expires
+-- fn(...) under a deadline of `seconds` (nil: none): async.timeout (lasync requires this
+-- module, so it is looked up when first needed, not at load time)
 local function with_timeout(seconds, fn, ...)
   if seconds == nil then return fn(...) end
-  local s = scope(now() + seconds, false, seconds)
-  local r = pack(pcall(fn, ...))
-  s:close(not r[1] and r[2] or nil)  -- raises the timeout error if this deadline expired
-  if r[1] then return unpack(r, 2, r.n) end
-  error(r[2], 0)
+  return require("lasync").timeout(seconds, fn, ...)
 end
 
 M._with_timeout = with_timeout  -- for lasync.process
