@@ -3,10 +3,13 @@
 ** on CURL_POLL_REMOVE, CURLMOPT_TIMERFUNCTION drives one uv_timer_t, curl_multi_socket_action on
 ** each event. N GETs of URL (argv[1]) with C reused easy handles. The floor for lasync's design.
 **   cc -O2 -o bench/out/c_curl_uv bench/c_curl_uv.c $(pkg-config --cflags --libs libcurl libuv)
-**   bench/out/c_curl_uv http://127.0.0.1:PORT/1k [N=20000] [C=64] */
+**   bench/out/c_curl_uv http://127.0.0.1:PORT/1k [N=20000] [C=64] [tuned]
+** With "tuned" (an info row in bench/RESULTS.md): CURLOPT_NOSIGNAL on every handle (no
+** rt_sigaction pair per curl call) and curl's 0 ms timeouts armed as 0 ms, not 1 ms. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <uv.h>
 
 typedef struct { CURL *easy; size_t got; } conn;
@@ -16,6 +19,7 @@ static uv_loop_t *loop;
 static CURLM *multi;
 static uv_timer_t timer;
 static long n, started, done, bad;
+static int tuned;
 
 static size_t on_write(char *p, size_t s, size_t k, void *ud) {
   (void)p;
@@ -62,7 +66,7 @@ static void on_timeout(uv_timer_t *t) {
 static int start_timeout(CURLM *m, long ms, void *ud) {
   (void)m; (void)ud;
   if (ms < 0) uv_timer_stop(&timer);
-  else uv_timer_start(&timer, on_timeout, ms == 0 ? 1 : (uint64_t)ms, 0);
+  else uv_timer_start(&timer, on_timeout, ms == 0 && !tuned ? 1 : (uint64_t)ms, 0);
   return 0;
 }
 
@@ -102,6 +106,7 @@ int main(int argc, char **argv) {
   conn *conns;
   n = argc > 2 ? atol(argv[2]) : 20000;
   c = argc > 3 ? atol(argv[3]) : 64;
+  tuned = argc > 4 && strcmp(argv[4], "tuned") == 0;
   conns = calloc((size_t)c, sizeof *conns);
   curl_global_init(CURL_GLOBAL_DEFAULT);
   loop = uv_default_loop();
@@ -115,13 +120,15 @@ int main(int argc, char **argv) {
     curl_easy_setopt(conns[i].easy, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(conns[i].easy, CURLOPT_WRITEDATA, &conns[i]);
     curl_easy_setopt(conns[i].easy, CURLOPT_PRIVATE, &conns[i]);
+    if (tuned) curl_easy_setopt(conns[i].easy, CURLOPT_NOSIGNAL, 1L);
   }
   uint64_t t0 = uv_hrtime();
   for (long i = 0; i < c && started < n; i++, started++) curl_multi_add_handle(multi, conns[i].easy);
   uv_run(loop, UV_RUN_DEFAULT);
   double wall = (uv_hrtime() - t0) * 1e-9;
   if (bad || done != n) { fprintf(stderr, "%ld bad responses, %ld of %ld done\n", bad, done, n); return 1; }
-  printf("RESULT name=http impl=c_curl_uv req_per_s=%.6g wall_s=%.6g n=%ld conns=%ld\n",
+  printf("RESULT name=http impl=%s req_per_s=%.6g wall_s=%.6g n=%ld conns=%ld\n",
+         tuned ? "c_curl_uv_tuned" : "c_curl_uv",
          n / wall, wall, n, c);
   return 0;
 }

@@ -310,6 +310,9 @@ local BENCHES = {
         cmds = { "bench/out/c_curl_uv " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
         note = "C, curl-multi driven from libuv (multi-uv style: uv_poll per socket, "
           .. "closed on CURL_POLL_REMOVE), 64 reused easy handles" },
+      { impl = "c_curl_uv_tuned", needs = "c_curl_uv", info = true,
+        cmds = { "bench/out/c_curl_uv " .. HTTP.url .. "/1k " .. HTTP_N .. " 64 tuned" },
+        note = "the same with CURLOPT_NOSIGNAL and 0 ms timers (as lasync sets them)" },
       { impl = "c_curl_poll", needs = "c_curl_poll",
         cmds = { "bench/out/c_curl_poll " .. HTTP.url .. "/1k " .. HTTP_N .. " 64" },
         note = "C, curl_multi_perform + curl_multi_poll, 64 reused easy handles" },
