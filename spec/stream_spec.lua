@@ -613,9 +613,15 @@ sys.stdin.read()
 end)
 
 describe("async.unix", function()
-  local path
-  before_each(function() path = os.tmpname() .. ".sock" end)
-  after_each(function() os.remove(path) end)
+  local base, path
+  before_each(function()
+    base = os.tmpname()  -- creates the file: the socket goes beside it
+    path = base .. ".sock"
+  end)
+  after_each(function()
+    os.remove(path)
+    os.remove(base)
+  end)
 
   helper.it("serves and connects over a Unix socket; the file goes away on close", function()
     local srv = unix.serve(path, function(s)
