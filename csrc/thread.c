@@ -618,6 +618,16 @@ static int job_main(lua_State *L) {
   return 0;
 }
 
+/* A new worker state's libraries and tables; protected: out of memory on a pool thread must
+** fail the call, not reach the panic function. */
+static int wstate_setup(lua_State *L) {
+  luaL_openlibs(L);
+  newbufmeta(L);
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, CACHE_KEY);
+  return 0;
+}
+
 static wstate *wstate_new(void) {
   wstate *w = (wstate *)malloc(sizeof *w);
   if (w == NULL) return NULL;
@@ -629,10 +639,12 @@ static wstate *wstate_new(void) {
   w->next = NULL;
   w->paths_gen = 0;
   w->path_copy = NULL;
-  luaL_openlibs(w->L);
-  newbufmeta(w->L);
-  lua_newtable(w->L);
-  lua_setfield(w->L, LUA_REGISTRYINDEX, CACHE_KEY);
+  lua_pushcfunction(w->L, wstate_setup);
+  if (lua_pcall(w->L, 0, 0, 0) != LUA_OK) {
+    lua_close(w->L);
+    free(w);
+    return NULL;
+  }
   return w;
 }
 
