@@ -762,6 +762,21 @@ static int write_deliver(lua_State *L, void *data, int status) {
   return 1;
 }
 
+/* A malloc'd copy of the strings at first..top (total bytes in all; at least 1 byte is
+** allocated), for a thread-pool write that must outlive a cancel; NULL if out of memory. */
+static char *join_args(lua_State *L, int first, size_t total) {
+  char *buf = (char *)malloc(total ? total : 1), *p = buf;
+  int i, n = lua_gettop(L);
+  if (buf == NULL) return NULL;
+  for (i = first; i <= n; i++) {
+    size_t len;
+    const char *str = lua_tolstring(L, i, &len);
+    memcpy(p, str, len);
+    p += len;
+  }
+  return buf;
+}
+
 /* f:write(...) -> f (strings or numbers) */
 static int file_write(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
@@ -771,7 +786,6 @@ static int file_write(lua_State *L) {
   lasync_op *op;
   freq *r;
   uv_buf_t b;
-  char *p;
   for (i = 2; i <= n; i++) total += (luaL_checklstring(L, i, &len), len);
   if (!f->writable) return raise_file(L, UV_EBADF, "write");
   if (f->inflight) return wait_idle(L, f, file_write);
@@ -782,15 +796,10 @@ static int file_write(lua_State *L) {
   }
   op = lasync_op_new(L);
   r = freq_new(L, op, REQ_WRITE);
-  r->data = p = (char *)malloc(total);  /* the thread pool reads a copy that outlives a cancel */
-  if (p == NULL) {
+  r->data = join_args(L, 2, total);  /* the thread pool reads a copy that outlives a cancel */
+  if (r->data == NULL) {
     free(r);
     return luaL_error(L, "not enough memory");
-  }
-  for (i = 2; i <= n; i++) {
-    const char *s = lua_tolstring(L, i, &len);
-    memcpy(p, s, len);
-    p += len;
   }
   r->len = total;
   r->file = f;
@@ -1074,19 +1083,13 @@ static int fs_write_file(lua_State *L) {
   size_t total = 0, len;
   lasync_op *op;
   wjob *j;
-  char *p;
   for (i = 3; i <= n; i++) total += (luaL_checklstring(L, i, &len), len);
   op = lasync_op_new(L);
   j = wjob_new(L, path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC));
-  j->data = p = (char *)malloc(total ? total : 1);
-  if (p == NULL) {
+  j->data = join_args(L, 3, total);
+  if (j->data == NULL) {
     wjob_free(j);
     return luaL_error(L, "not enough memory");
-  }
-  for (i = 3; i <= n; i++) {
-    const char *str = lua_tolstring(L, i, &len);
-    memcpy(p, str, len);
-    p += len;
   }
   j->len = total;
   return whole_start(L, j, op);
