@@ -762,13 +762,13 @@ static int write_deliver(lua_State *L, void *data, int status) {
   return 1;
 }
 
-/* A malloc'd copy of the strings at first..top (total bytes in all; at least 1 byte is
+/* A malloc'd copy of the strings at first..last (total bytes in all; at least 1 byte is
 ** allocated), for a thread-pool write that must outlive a cancel; NULL if out of memory. */
-static char *join_args(lua_State *L, int first, size_t total) {
+static char *join_args(lua_State *L, int first, int last, size_t total) {
   char *buf = (char *)malloc(total ? total : 1), *p = buf;
-  int i, n = lua_gettop(L);
+  int i;
   if (buf == NULL) return NULL;
-  for (i = first; i <= n; i++) {
+  for (i = first; i <= last; i++) {
     size_t len;
     const char *str = lua_tolstring(L, i, &len);
     memcpy(p, str, len);
@@ -796,7 +796,7 @@ static int file_write(lua_State *L) {
   }
   op = lasync_op_new(L);
   r = freq_new(L, op, REQ_WRITE);
-  r->data = join_args(L, 2, total);  /* the thread pool reads a copy that outlives a cancel */
+  r->data = join_args(L, 2, n, total);  /* the thread pool reads a copy that outlives a cancel */
   if (r->data == NULL) {
     free(r);
     return luaL_error(L, "not enough memory");
@@ -1086,7 +1086,7 @@ static int fs_write_file(lua_State *L) {
   for (i = 3; i <= n; i++) total += (luaL_checklstring(L, i, &len), len);
   op = lasync_op_new(L);
   j = wjob_new(L, path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC));
-  j->data = join_args(L, 3, total);
+  j->data = join_args(L, 3, n, total);
   if (j->data == NULL) {
     wjob_free(j);
     return luaL_error(L, "not enough memory");
