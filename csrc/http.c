@@ -18,9 +18,9 @@
 #define LASYNC_HTTP_REQUEST_MT "lasync.http.request"
 #define HIGH_WATER (1 << 20)   /* buffered body bytes before the transfer is paused */
 #define IDLE_EASY_MAX 256      /* finished easy handles a client keeps for reuse */
-#define IDLE_CONN_MAX 256L
+#define IDLE_CONN_MAX 256L     /* idle connections a client keeps (without max_connections) */
 #define IDLE_BUF_MAX 128       /* body and header buffers a client keeps for reuse ... */
-#define IDLE_BUF_SIZE 65536    /* ... if they are not larger than this */     /* idle connections a client keeps (without max_connections) */
+#define IDLE_BUF_SIZE 65536    /* ... if they are not larger than this */
 
 typedef struct sockctx sockctx;
 
