@@ -3,9 +3,9 @@
 --   lua5.4 docs/check_examples.lua [-v] [file.md | example.lua ...]
 --
 -- Run it from the root of the checkout after `make`. Without file arguments it checks
--- docs/*.md and examples/*.lua (not examples/embed/).
+-- docs/*.md, docs/api/*.md and examples/*.lua (not examples/embed/).
 --
--- Rules for writers of docs/*.md:
+-- Rules for writers of docs/*.md and docs/api/*.md:
 -- * Every ```lua block is a complete script. It is written to a temporary file and run with
 --   `timeout 10 build/lasync FILE` from the root of the checkout. It passes when it exits with
 --   status 0 and writes nothing to stderr (so an example that lets a task's error go unobserved
@@ -51,6 +51,7 @@ end
 
 if #targets == 0 then
   for _, f in ipairs(list("ls docs/*.md 2>/dev/null")) do targets[#targets + 1] = f end
+  for _, f in ipairs(list("ls docs/api/*.md 2>/dev/null")) do targets[#targets + 1] = f end
   for _, f in ipairs(list("ls examples/*.lua 2>/dev/null")) do targets[#targets + 1] = f end
 end
 
