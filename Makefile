@@ -69,6 +69,7 @@ demo: all
 test: all
 	$(BUSTED)
 	$(LUA) docs/check_examples.lua
+	$(LUA) docs/check_links.lua
 
 lint:
 	luacheck lua spec bench examples
