@@ -38,6 +38,7 @@ build = {
     },
     ["lasync"] = "lua/lasync/init.lua",
     ["lasync.cli"] = "lua/lasync/cli.lua",
+    ["lasync.check"] = "lua/lasync/check.lua",
     ["lasync.sync"] = "lua/lasync/sync.lua",
     ["lasync.http"] = "lua/lasync/http.lua",
     ["lasync.fs"] = "lua/lasync/fs.lua",

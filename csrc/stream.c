@@ -1307,4 +1307,8 @@ void lasync__open_stream(lua_State *L, lasync__runtime *rt) {
   lasync__newclass(L, rt, LASYNC_CLS_LISTENER, LASYNC_LISTENER_MT, listener_methods,
                    listener_meta);
   luaL_setfuncs(L, funcs, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_STREAM]);
+  lua_getfield(L, -1, "__index");
+  lua_setfield(L, -3, "stream_methods");  /* lasync.stream checks the options of some */
+  lua_pop(L, 1);
 }

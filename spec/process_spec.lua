@@ -104,7 +104,7 @@ describe("async.process", function()
       assert.is_nil(p.stdout)
       assert.equal("to-pipe\n", p.stderr:read_all())
       p:close()
-      helper.expect_plain_error({ "stdout must be" }, process.spawn, { "true", stdout = "/tmp/x" })
+      helper.expect_plain_error({ "option 'stdout' must be" }, process.spawn, { "true", stdout = "/tmp/x" })
     end)
 
     helper.it("a missing program raises kind spawn with code ENOENT", function()

@@ -8,6 +8,7 @@
 -- operations and the File object; this module composes them. Failures raise error objects
 -- with kind = "fs", code = the errno name ("ENOENT"), path and syscall.
 local core = require("lasync.core")
+local check = require("lasync.check")
 
 local M = {}
 
@@ -28,12 +29,14 @@ local function checkpath(fname, path, n)
   end
 end
 
-local function checkopts(fname, opts, n)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("bad argument #%d to '%s' (table expected, got %s)"):format(n, fname, type(opts)), 3)
-  end
-  return opts or {}
-end
+local STAT = check.spec("fs.stat", { follow = check.boolean })
+local MKDIR = check.spec("fs.mkdir", {
+  mode = check.type("a permission mode, 0 to 0o7777", function(v)
+    return mtype(v) == "integer" and v >= 0 and v <= 4095
+  end),
+  parents = check.boolean,
+})
+local REMOVE = check.spec("fs.remove", { recursive = check.boolean })
 
 -- err is an fs error with one of the given codes (anything else, Cancelled included, is not)
 local function is_code(err, a, b)
@@ -71,7 +74,7 @@ end
 
 function M.stat(path, opts)
   checkpath("stat", path)
-  opts = checkopts("stat", opts, 2)
+  opts = check.options(STAT, opts)
   return fs_stat(path, opts.follow ~= false)
 end
 
@@ -162,16 +165,13 @@ end
 
 function M.mkdir(path, opts)
   checkpath("mkdir", path)
-  opts = checkopts("mkdir", opts, 2)
-  local mode = opts.mode
-  if mode ~= nil and (mtype(mode) ~= "integer" or mode < 0 or mode > 4095) then
-    error("bad argument #2 to 'mkdir' (mode must be a permission mode, 0 to 0o7777)", 2)
-  end
+  opts = check.options(MKDIR, opts)
+  local mode = math.tointeger(opts.mode)
   if opts.parents then
     local p = path:gsub("/+$", "")
-    mkdir_parents(p ~= "" and p or path, opts.mode)
+    mkdir_parents(p ~= "" and p or path, mode)
   else
-    fs_mkdir(path, opts.mode)
+    fs_mkdir(path, mode)
   end
   return true
 end
@@ -185,7 +185,7 @@ end
 
 function M.remove(path, opts)
   checkpath("remove", path)
-  opts = checkopts("remove", opts, 2)
+  opts = check.options(REMOVE, opts)
   if opts.recursive then return remove_tree(path) end
   local ok, err = pcall(fs_unlink, path)
   if ok then return true end

@@ -8,6 +8,7 @@
 -- module builds requests, responses, streaming readers (chunks, lines, Server-Sent Events),
 -- clients with their own connection pools, and retries.
 local core = require("lasync.core")
+local check = require("lasync.check")
 
 local M = {}
 
@@ -302,23 +303,24 @@ Client.__name = "lasync.http.Client"
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true,
                      TRACE = true }
 
-local function check_number(opts, name, where)
-  local v = opts[name]
-  if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
-    error(fmt("%s: %s must be a number >= 0", where, name), 3)
-  end
-  return v
-end
+local HTTP_VERSION = check.oneof("auto", "1.1", "2")
+
+local CLIENT = check.spec("http.client", {
+  base_url = check.string, headers = check.table, timeout = check.seconds,
+  http_version = HTTP_VERSION, verify = check.boolean, ca_file = check.string,
+  proxy = check.string, max_connections = check.count, max_per_host = check.count,
+  transport = check.callable,
+  retry = {
+    attempts = check.count, backoff = check.seconds, max_backoff = check.seconds,
+    statuses = check.integers("HTTP statuses"), methods = check.names("method names"),
+  },
+})
+
+local DEFAULT_STATUSES = { [429] = true, [502] = true, [503] = true, [504] = true }
 
 function M.client(opts)
-  opts = opts or {}
-  if type(opts) ~= "table" then error("http.client: options must be a table", 2) end
+  opts = check.options(CLIENT, opts)
   local retry = opts.retry
-  if retry ~= nil and type(retry) ~= "table" then error("http.client: retry must be a table", 2) end
-  if opts.transport ~= nil and type(opts.transport) ~= "function" then
-    error("http.client: transport must be a function", 2)
-  end
-  check_number(opts, "timeout", "http.client")
   local c = setmetatable({
     base_url = opts.base_url,
     headers = opts.headers or {},
@@ -330,8 +332,8 @@ function M.client(opts)
       attempts = retry.attempts or 3,
       backoff = retry.backoff or 0.5,
       max_backoff = retry.max_backoff or 30,
-      statuses = retry.statuses or { 429, 502, 503, 504 },
-      methods = retry.methods,
+      statuses = check.to_set(retry.statuses) or DEFAULT_STATUSES,
+      methods = check.to_set(retry.methods, string.upper),
     },
     _opts = { max_connections = opts.max_connections, max_per_host = opts.max_per_host },
   }, Client)
@@ -390,9 +392,6 @@ local function build(c, opts, url, method)
     req.body_fn, req.body_stream = body, true
     if not seen["expect"] then add_header(headers, seen, "Expect", "") end  -- no 1 s "100 Continue"
   elseif body ~= nil then
-    if type(body) ~= "string" then
-      error("http.request: body must be a string or a function returning chunks", 4)
-    end
     req.body = body
   end
   local v = opts.timeout or c.timeout
@@ -499,15 +498,6 @@ local function retry_delay(policy, attempt, response)
   return base * (0.5 + math.random() * 0.5)
 end
 
-local function retryable_status(policy, status)
-  for _, s in ipairs(policy.statuses) do
-    if s == status then return true end
-  end
-  return false
-end
-
-local EMPTY = setmetatable({}, { __newindex = function() error("read-only", 2) end })
-
 local function request(self, opts, url, method)
   local req = build(self, opts, url, method)
   local policy = self.retry
@@ -521,7 +511,7 @@ local function request(self, opts, url, method)
     local ok, r = pcall(perform, self, req)
     local last = not allowed or attempt >= policy.attempts
     if ok then
-      if last or not retryable_status(policy, r.status) then return r end
+      if last or not policy.statuses[r.status] then return r end
       r:close()  -- nothing of a streamed body was handed out yet: retrying is safe
       core.sleep(retry_delay(policy, attempt, r))
     else
@@ -534,18 +524,29 @@ local function request(self, opts, url, method)
   end
 end
 
+local REQUEST_OPTS = {
+  headers = check.table, query = check.either(check.table, check.string),
+  body = check.either(check.string, check.func), json = check.any, form = check.table,
+  timeout = check.seconds, connect_timeout = check.seconds, read_timeout = check.seconds,
+  follow_redirects = check.boolean, max_redirects = check.natural, http_version = HTTP_VERSION,
+  verify = check.boolean, ca_file = check.string, proxy = check.string, stream = check.boolean,
+  decompress = check.boolean,
+}
+local REQUEST = check.spec("http.request", REQUEST_OPTS, { url = check.string, method = check.string })
+
 function Client:request(opts)
   if getmetatable(self) ~= Client then error("Client:request: call it as client:request{...}", 2) end
   if type(opts) ~= "table" then error("http.request: options must be a table", 2) end
+  check.options(REQUEST, opts)
   return request(self, opts, opts.url, opts.method)
 end
 
 local function shorthand(method)
+  local name = method:lower()
+  local spec = check.spec("http." .. name, REQUEST_OPTS)  -- the method and url are arguments
   return function(self, url, opts)
-    if getmetatable(self) ~= Client then error("Client:" .. method:lower() .. ": call it with ':'", 2) end
-    if opts == nil then opts = EMPTY
-    elseif type(opts) ~= "table" then error("http." .. method:lower() .. ": options must be a table", 2) end
-    return request(self, opts, url, method)
+    if getmetatable(self) ~= Client then error("Client:" .. name .. ": call it with ':'", 2) end
+    return request(self, check.options(spec, opts), url, method)
   end
 end
 

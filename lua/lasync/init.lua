@@ -6,6 +6,7 @@
 -- returns while a child it cancelled is still running.
 local core = require("lasync.core")
 local sync = require("lasync.sync")
+local check = require("lasync.check")
 
 local M = {}
 
@@ -149,17 +150,16 @@ local function is_plain_list(x)
   return type(x) == "table" and getmetatable(x) == nil
 end
 
+local GATHER = check.spec("async.gather", { return_errors = check.boolean })
+
 function M.gather(...)
   local n = select("#", ...)
   local first = ...
   if n >= 1 and n <= 2 and is_plain_list(first) then
-    local opts = select(2, ...)
-    if opts ~= nil and type(opts) ~= "table" then
-      error("gather: options must be a table", 2)
-    end
+    local opts = check.options(GATHER, (select(2, ...)))
     local list = first
     local children = awaitables("gather", list, #list, 3)
-    return gather("gather", children, opts and opts.return_errors)
+    return gather("gather", children, opts.return_errors)
   end
   local children = awaitables("gather", { ... }, n, 3)
   local results = gather("gather", children, false)
@@ -168,17 +168,15 @@ end
 
 -- {====== wait, race, as_completed ======}
 
+local WAIT = check.spec("async.wait", {
+  return_when = check.oneof("all", "first", "first_error"), timeout = check.seconds,
+})
+
 function M.wait(list, opts)
   if not is_plain_list(list) then error("wait: expected a list of tasks", 2) end
-  opts = opts or {}
+  opts = check.options(WAIT, opts)
   local mode = opts.return_when or "all"
-  if mode ~= "all" and mode ~= "first" and mode ~= "first_error" then
-    error("wait: return_when must be \"all\", \"first\" or \"first_error\"", 2)
-  end
   local timeout = opts.timeout
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0) then
-    error("wait: timeout must be a number >= 0", 2)
-  end
   local children = awaitables("wait", list, #list, 3)
   local ws = waitset(children)
   local how = mode == "first" and "next" or mode
@@ -212,9 +210,11 @@ function M.race(...)
   return children[first]:result()
 end
 
+local AS_COMPLETED = check.spec("async.as_completed", { timeout = check.seconds })
+
 function M.as_completed(list, opts)
   if not is_plain_list(list) then error("as_completed: expected a list of tasks", 2) end
-  local timeout = opts and opts.timeout
+  local timeout = check.options(AS_COMPLETED, opts).timeout
   local children = awaitables("as_completed", list, #list, 3)
   local deadline = timeout and now() + timeout
   local ws = waitset(children)
@@ -262,8 +262,14 @@ function M.deadline(seconds)
   return scope(now() + seconds, false, seconds)
 end
 
+-- With seconds <= 0, an x that is done already gives its results (as asyncio's wait_for(fut,
+-- 0)); a pending one is cancelled and it times out.
 function M.wait_for(x, seconds)
-  check_seconds("wait_for", seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds then
+    error("wait_for: seconds must be a number, got " .. tostring(seconds), 2)
+  end
+  if seconds <= 0 and is_awaitable(x) and x:done() then return x:result() end
+  if seconds < 0 then seconds = 0 end
   local t = awaitables("wait_for", { x }, 1, 3)
   local ws = waitset(t)
   local ok, err = within(now() + seconds, ws.wait, ws, "all")
@@ -402,19 +408,15 @@ TaskGroup.__close = group_close
 -- {====== map: a bounded worker pool in one call ======}
 
 -- async.map(fn, list, {concurrency = n, return_errors = bool}) -> {n = #list, fn(list[i], i)...}
+local MAP = check.spec("async.map", { concurrency = check.count, return_errors = check.boolean })
+
 function M.map(fn, list, opts)
   if type(fn) ~= "function" then error("map: expected a function, got " .. type(fn), 2) end
   if not is_plain_list(list) then error("map: expected a list, got " .. type(list), 2) end
-  if opts ~= nil and type(opts) ~= "table" then error("map: options must be a table", 2) end
+  opts = check.options(MAP, opts)
   local n = #list
-  local concurrency = opts and opts.concurrency or n
-  concurrency = math.tointeger(concurrency) or concurrency
-  if math.type(concurrency) ~= "integer" or concurrency < 1 then
-    if not (n == 0 and concurrency == 0) then
-      error("map: concurrency must be an integer >= 1, got " .. tostring(concurrency), 2)
-    end
-  end
-  local return_errors = opts and opts.return_errors
+  local concurrency = math.tointeger(opts.concurrency) or n
+  local return_errors = opts.return_errors
   local results = { n = n }
   local next_index, failed = 0, false
   local function worker()

@@ -6,6 +6,7 @@
 -- SIGTERM, then SIGKILL after a grace period, and waits for it.
 local core = require("lasync.core")
 local stream = require("lasync.stream")
+local check = require("lasync.check")
 
 local M = {}
 
@@ -15,9 +16,19 @@ local with_timeout = stream._with_timeout
 local new_error = core.new_error
 
 local MODES = { pipe = true, inherit = true, null = true }
-local SPAWN_OPTS = { stdin = true, stdout = true, stderr = true, env = true, clear_env = true,
-                     cwd = true, input = true }
-local RUN_OPTS = { timeout = true, grace = true }
+local SPAWN = check.array(check.spec("process.spawn", {
+  stdin = check.string, stdout = check.string, stderr = check.string,
+  env = check.type("a table of name = value", function(v)
+    if type(v) ~= "table" then return false end
+    for k, x in pairs(v) do
+      if type(k) ~= "string" or (type(x) ~= "string" and type(x) ~= "number") then return false end
+    end
+    return true
+  end),
+  clear_env = check.boolean, cwd = check.string, input = check.string,
+}))
+local RUN = check.array(check.spec("process.run", SPAWN, { timeout = check.seconds,
+                                                          grace = check.seconds }))
 
 local function is_kind(e, kind)
   return type(e) == "table" and getmetatable(e) ~= nil and e.kind == kind
@@ -28,10 +39,12 @@ Process.__index = Process
 Process.__name = "lasync.Process"
 
 -- Checks a spawn{...} table and turns it into core.process_spawn's argv and options.
-local function prepare(fname, opts, extra)
+local function prepare(spec, opts)
+  local fname = spec.fname
   if type(opts) ~= "table" then
     error(fname .. ": expected a table {cmd, arg1, ..., option = value}, got " .. type(opts), 3)
   end
+  check.options(spec, opts, 3)
   local argv = {}
   for i = 1, #opts do
     local a = opts[i]
@@ -42,11 +55,6 @@ local function prepare(fname, opts, extra)
     argv[i] = a
   end
   if #argv == 0 then error(fname .. ": the command is missing ({cmd, arg1, ...})", 3) end
-  for k in pairs(opts) do
-    if type(k) ~= "number" and not SPAWN_OPTS[k] and not (extra and extra[k]) then
-      error(fname .. ": unknown option '" .. tostring(k) .. "'", 3)
-    end
-  end
   local o = { stdout = opts.stdout, stderr = opts.stderr, env = opts.env, cwd = opts.cwd,
               clear_env = opts.clear_env and true or nil }
   local stdin = opts.stdin
@@ -56,22 +64,16 @@ local function prepare(fname, opts, extra)
     o.stdin = stdin
   end
   if opts.input ~= nil then
-    if type(opts.input) ~= "string" then error(fname .. ": input must be a string", 3) end
     if stdin ~= nil and stdin ~= "pipe" then error(fname .. ": input and stdin both given", 3) end
     o.stdin, o.input = "pipe", opts.input
   end
-  for _, name in pairs({ "stdin", "stdout", "stderr" }) do
+  for _, name in pairs({ "stdout", "stderr" }) do
     local v = o[name]
     if v ~= nil and not MODES[v] then
-      error(('%s: %s must be "pipe", "inherit" or "null"%s, got %s'):format(fname, name,
-        name == "stdin" and " or a string to feed" or " (read a pipe to capture output)",
-        type(v) == "string" and ('"' .. v .. '"') or type(v)), 3)
+      error(('%s: option \'%s\' must be "pipe", "inherit" or "null" (read a pipe to capture output),'
+             .. ' got "%s"'):format(fname, name, v), 3)
     end
   end
-  if o.env ~= nil and type(o.env) ~= "table" then
-    error(fname .. ": env must be a table of name = value", 3)
-  end
-  if o.cwd ~= nil and type(o.cwd) ~= "string" then error(fname .. ": cwd must be a string", 3) end
   return argv, o
 end
 
@@ -83,7 +85,7 @@ local function spawn(argv, o)
 end
 
 function M.spawn(opts)
-  return spawn(prepare("process.spawn", opts))
+  return spawn(prepare(SPAWN, opts))
 end
 
 -- p:wait() -> code, signal (code is nil when a signal ended the child; signal is its name)
@@ -156,14 +158,8 @@ local function collect(async, p, out, err)
 end
 
 function M.run(opts)
-  local argv, o = prepare("process.run", opts, RUN_OPTS)
+  local argv, o = prepare(RUN, opts)
   local timeout, grace = opts.timeout, opts.grace or 5
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout ~= timeout or timeout < 0) then
-    error("process.run: timeout must be a number >= 0, got " .. tostring(timeout), 2)
-  end
-  if type(grace) ~= "number" or grace ~= grace or grace < 0 then
-    error("process.run: grace must be a number >= 0, got " .. tostring(grace), 2)
-  end
   if o.stdout == nil then o.stdout = "pipe" end
   if o.stderr == nil then o.stderr = "pipe" end
   if o.stdin == nil then o.stdin = "null" end

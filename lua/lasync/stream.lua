@@ -5,6 +5,7 @@
 -- module adds connecting (name resolution, each address in turn, timeouts) and servers: an
 -- accept loop in a task of its own that runs each connection's handler in a new task.
 local core = require("lasync.core")
+local check = require("lasync.check")
 
 local M = {}
 
@@ -38,17 +39,34 @@ local function check_port(fname, port)
   end
 end
 
-local function check_opts(fname, opts, argn)
-  if opts ~= nil and type(opts) ~= "table" then
-    error(("%s: argument #%d (options) must be a table, got %s"):format(fname, argn, type(opts)), 3)
-  end
-  return opts or {}
-end
+local CONNECT = check.spec("tcp.connect", { timeout = check.seconds })
+local UNIX_CONNECT = check.spec("unix.connect", CONNECT)
+local SERVE = check.spec("tcp.serve", { backlog = check.range(1, 65535),
+                                        flush_timeout = check.seconds })
+local UNIX_SERVE = check.spec("unix.serve", SERVE)
+local CLOSE = check.spec("server:close", { wait = check.boolean })
 
-local function check_timeout(fname, t)
-  if t ~= nil and (type(t) ~= "number" or t ~= t or t < 0) then
-    error(fname .. ": timeout must be a number >= 0, got " .. tostring(t), 3)
+-- The options {max =} of the Stream's line readers (csrc/stream.c), checked before C reads them.
+do
+  local methods = core.stream_methods
+  local MAX = { max = check.count }
+  local function checked(name, arg)
+    local c_fn, spec = methods[name], check.spec("s:" .. name, MAX)
+    if arg == 2 then
+      methods[name] = function(s, opts)
+        if type(opts) == "table" then check.options(spec, opts) end
+        return c_fn(s, opts)
+      end
+    else
+      methods[name] = function(s, sep, opts)
+        if type(opts) == "table" then check.options(spec, opts) end
+        return c_fn(s, sep, opts)
+      end
+    end
   end
+  checked("read_line", 2)
+  checked("lines", 2)
+  checked("read_until", 3)
 end
 
 -- {====== clients ======}
@@ -76,8 +94,7 @@ function tcp.connect(host, port, opts)
     error("tcp.connect: host must be a string, got " .. type(host), 2)
   end
   check_port("tcp.connect", port)
-  opts = check_opts("tcp.connect", opts, 3)
-  check_timeout("tcp.connect", opts.timeout)
+  opts = check.options(CONNECT, opts)
   return with_timeout(opts.timeout, connect_any, host, port)
 end
 
@@ -95,8 +112,7 @@ end
 
 function unix.connect(path, opts)
   check_path("unix.connect", path)
-  opts = check_opts("unix.connect", opts, 2)
-  check_timeout("unix.connect", opts.timeout)
+  opts = check.options(UNIX_CONNECT, opts)
   return with_timeout(opts.timeout, core.pipe_connect, path)
 end
 
@@ -154,13 +170,6 @@ local function new_server(listener, handler, opts)
   return srv
 end
 
-local function check_serve_opts(fname, opts)
-  local ft = opts.flush_timeout
-  if ft ~= nil and (type(ft) ~= "number" or ft ~= ft or ft < 0) then
-    error(fname .. ": flush_timeout must be a number >= 0, got " .. tostring(ft), 3)
-  end
-end
-
 local function check_handler(fname, handler)
   if type(handler) ~= "function" and not (getmetatable(handler) or {}).__call then
     error(fname .. ": handler must be a function, got " .. type(handler), 3)
@@ -173,12 +182,8 @@ function tcp.serve(host, port, handler, opts)
   end
   check_port("tcp.serve", port)
   check_handler("tcp.serve", handler)
-  opts = check_opts("tcp.serve", opts, 4)
-  check_serve_opts("tcp.serve", opts)
-  local backlog = opts.backlog
-  if backlog ~= nil and (math_type(backlog) ~= "integer" or backlog < 1) then
-    error("tcp.serve: backlog must be an integer >= 1, got " .. tostring(backlog), 2)
-  end
+  opts = check.options(SERVE, opts)
+  local backlog = math.tointeger(opts.backlog)
   local addrs = core.tcp_resolve(host)
   if #addrs == 0 then
     error(new_error("dns", "no address for " .. host, { host = host, code = "EAI_NONAME" }), 2)
@@ -191,9 +196,8 @@ end
 function unix.serve(path, handler, opts)
   check_path("unix.serve", path)
   check_handler("unix.serve", handler)
-  opts = check_opts("unix.serve", opts, 3)
-  check_serve_opts("unix.serve", opts)
-  local srv = new_server(core.pipe_listen(path, opts.backlog), handler, opts)
+  opts = check.options(UNIX_SERVE, opts)
+  local srv = new_server(core.pipe_listen(path, math.tointeger(opts.backlog)), handler, opts)
   srv.path = path
   return srv
 end
@@ -201,14 +205,12 @@ end
 -- server:close([{wait = true}]): stops accepting (connections being handled go on); with
 -- wait, also waits until every handler finished.
 function Server:close(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("server:close: options must be a table, got " .. type(opts), 2)
-  end
+  opts = check.options(CLOSE, opts)
   if not self._closed then
     self._closed = true
     self._listener:close()
   end
-  if opts and opts.wait then
+  if opts.wait then
     self._acceptor:await()
     while true do
       local t = next(self._handlers)

@@ -7,6 +7,7 @@
 -- before it was served is skipped: unpark refuses a task no longer parked with that token. One
 -- cancelled after it was served but before it resumed passes what it was given on.
 local core = require("lasync.core")
+local check = require("lasync.check")
 
 local M = {}
 
@@ -351,7 +352,12 @@ end
 local Queue = class("lasync.Queue")
 Queue._push, Queue._pop, Queue._unget = fifo_push, fifo_pop, fifo_unget
 
-local function new_queue(mt, what, maxsize)
+local QUEUE = check.spec("async.Queue", { maxsize = check.natural })
+
+-- maxsize: a number, or an options table {maxsize = n}. Called in tail position by the
+-- constructors, so level 2 here is the constructor's caller.
+local function new_queue(mt, what, maxsize, spec)
+  if type(maxsize) == "table" then maxsize = check.options(spec, maxsize, 2).maxsize end
   maxsize = check_count(what, maxsize, 0)
   return setmetatable({
     max = maxsize, buf = {}, head = 1, tail = 0,
@@ -360,7 +366,7 @@ local function new_queue(mt, what, maxsize)
   }, mt)
 end
 
-function M.Queue(maxsize) return new_queue(Queue, "Queue", maxsize) end
+function M.Queue(maxsize) return new_queue(Queue, "Queue", maxsize, QUEUE) end
 
 -- A slot became free: grant it to the first putter still waiting.
 local function grant_putter(self)
@@ -514,7 +520,9 @@ function LifoQueue._pop(self)
   return v
 end
 
-function M.LifoQueue(maxsize) return new_queue(LifoQueue, "LifoQueue", maxsize) end
+local LIFO_QUEUE = check.spec("async.LifoQueue", QUEUE)
+
+function M.LifoQueue(maxsize) return new_queue(LifoQueue, "LifoQueue", maxsize, LIFO_QUEUE) end
 
 -- PriorityQueue: a binary heap ordered by less, ties broken by insertion order.
 local PriorityQueue = setmetatable(class("lasync.PriorityQueue"), { __index = Queue })
@@ -576,7 +584,14 @@ function PriorityQueue._pop(self)
   return top
 end
 
+local PRIORITY_QUEUE = check.spec("async.PriorityQueue", QUEUE, { less = check.func })
+
+-- PriorityQueue([maxsize [, less]]) or PriorityQueue{maxsize =, less =}
 function M.PriorityQueue(maxsize, less)
+  if type(maxsize) == "table" then
+    local opts = check.options(PRIORITY_QUEUE, maxsize)
+    maxsize, less = opts.maxsize, opts.less
+  end
   if less ~= nil and type(less) ~= "function" then
     error("bad argument #2 to 'PriorityQueue' (function expected, got " .. type(less) .. ")", 2)
   end
@@ -589,20 +604,22 @@ end
 
 local RateLimiter = class("lasync.RateLimiter")
 
+local RATE_LIMITER = check.spec("async.RateLimiter", {
+  rate = check.positive, per = check.positive,
+  burst = check.type("a number >= 1", function(v) return type(v) == "number" and v >= 1 end),
+})
+
 function M.RateLimiter(opts)
   if type(opts) ~= "table" then
     error("bad argument #1 to 'RateLimiter' (table expected, got " .. type(opts) .. ")", 2)
   end
+  check.options(RATE_LIMITER, opts)
   local rate, per, burst = opts.rate, opts.per or 1, opts.burst
-  if type(rate) ~= "number" or rate ~= rate or rate <= 0 then
-    error("RateLimiter: rate must be a number > 0", 2)
-  end
-  if type(per) ~= "number" or per ~= per or per <= 0 then
-    error("RateLimiter: per must be a number of seconds > 0", 2)
-  end
+  if rate == nil then error("async.RateLimiter: option 'rate' is missing", 2) end
   burst = burst or rate
-  if type(burst) ~= "number" or burst ~= burst or burst < 1 then
-    error("RateLimiter: burst must be a number >= 1", 2)
+  if burst < 1 then
+    error("async.RateLimiter: option 'burst' must be a number >= 1 (it defaults to rate, " ..
+          rate .. ")", 2)
   end
   return setmetatable({ rps = rate / per, burst = burst, tokens = burst, stamp = now(),
                         lock = M.Lock() }, RateLimiter)
