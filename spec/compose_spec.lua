@@ -324,6 +324,45 @@ describe("async.wait_for", function()
     end, 1)))
   end)
 
+  helper.it("with seconds <= 0 returns the results of what is done already (as asyncio)", function()
+    local t = async.spawn(function() return "t", 2 end)
+    local f = async.Future()
+    f:set_result("f")
+    async.sleep(0)
+    assert.same({ n = 2, "t", 2 }, table.pack(async.wait_for(t, 0)))
+    assert.equal("f", async.wait_for(f, 0))
+    assert.equal("f", async.wait_for(f, -1))  -- a negative time left is the same as 0
+    -- a failed one raises its error, unchanged; nothing is cancelled
+    local e = {}
+    local bad = async.spawn(function() error(e) end)
+    async.sleep(0)
+    local ok, err = pcall(async.wait_for, bad, 0)
+    assert.is_false(ok)
+    assert.is_true(rawequal(e, err))
+  end)
+
+  helper.it("with seconds <= 0 cancels what is pending and times out", function()
+    local log = {}
+    for _, s in ipairs({ 0, -5 }) do
+      local t = async.spawn(slow_child(log, "task"))
+      async.sleep(0)  -- running: it sleeps
+      local ok, err = pcall(async.wait_for, t, s)
+      assert.is_false(ok)
+      assert.is_true(async.is_timeout(err))
+      assert.is_true(t:cancelled())
+    end
+    assert.same({ "task cancelled", "task cancelled" }, log)  -- awaited: its cleanup ran
+    local ok, err = pcall(async.wait_for, function() return "never runs" end, 0)
+    assert.is_false(ok)
+    assert.is_true(async.is_timeout(err))
+    -- async.timeout(0, fn) still cancels fn at its first suspension
+    local reached = false
+    ok, err = pcall(async.timeout, 0, function() async.sleep(0); reached = true end)
+    assert.is_false(ok)
+    assert.is_true(async.is_timeout(err))
+    assert.is_false(reached)
+  end)
+
   helper.it("passes the child's error through unchanged", function()
     local e = {}
     local ok, err = pcall(async.wait_for, function() error(e) end, 1)
