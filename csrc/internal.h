@@ -299,6 +299,8 @@ void lasync__open_ops(lua_State *L, lasync__runtime *rt);
 void lasync__op_abort(lasync__task *t);
 void lasync__dispatch_notifiers(lua_State *L, lasync__runtime *rt);
 void lasync__close_notifiers(lasync__runtime *rt);
+/* Closes one notifier (its function is released). [-0, +0, -] */
+void lasync__notifier_close(lasync_notifier *n, lua_State *L);
 
 /* http.c */
 void lasync__open_http(lua_State *L, lasync__runtime *rt);
@@ -310,6 +312,8 @@ void lasync__open_timer(lua_State *L, lasync__runtime *rt);
 void lasync__open_fs(lua_State *L, lasync__runtime *rt);
 void lasync__open_dns(lua_State *L, lasync__runtime *rt);
 void lasync__open_signal(lua_State *L, lasync__runtime *rt);
+/* Puts back the dispositions core.interrupts_on replaced, if rt installed them. */
+void lasync__close_signal(lasync__runtime *rt);
 /* Signal names ("SIGTERM", also "TERM") and numbers; 0 / NULL when unknown. */
 int lasync__signal_number(const char *name);
 /* Raises the error object of a failed getaddrinfo (status < 0) for the host name at hostidx:

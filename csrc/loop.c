@@ -314,6 +314,7 @@ static int drain_and_close(lasync__runtime *rt) {
 
 static int runtime__gc(lua_State *L) {
   lasync__runtime *rt = (lasync__runtime *)lua_touserdata(L, 1);
+  lasync__close_signal(rt);
   lasync__close_notifiers(rt);
   lasync__close_processes(rt);
   close_wake(rt);

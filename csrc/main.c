@@ -2,10 +2,10 @@
 ** main.c: the `lasync` interpreter. Like lua.c, a thin client of the public API: it opens a Lua
 ** state with lasync.core preloaded (linked in statically), finds the Lua modules, and hands the
 ** command line to lasync.cli, which runs the script as the main task of async.run.
-** It also provides `lasync.interp`: signal wiring and an async line reader for the REPL.
+** It also provides `lasync.interp`: an async line reader for the REPL. (Ctrl-C and Ctrl-\\ are
+** handled by lasync.core, the same way for async.main in a plain lua5.4 script.)
 */
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,70 +18,6 @@
 #ifndef LASYNC_LUADIR
 #define LASYNC_LUADIR "/usr/local/share/lua/5.4"
 #endif
-
-/* {====== signals ======} */
-
-static lasync_notifier *sigint_notifier, *sigquit_notifier;
-static volatile sig_atomic_t interrupts;
-
-static void on_sigint(int sig) {
-  (void)sig;
-  if (interrupts++ > 0 || sigint_notifier == NULL) {  /* a second Ctrl-C: force quit */
-    signal(SIGINT, SIG_DFL);
-    raise(SIGINT);
-    return;
-  }
-  lasync_notify(sigint_notifier);  /* uv_async_send: async-signal-safe */
-}
-
-static void on_sigquit(int sig) {
-  (void)sig;
-  if (sigquit_notifier) lasync_notify(sigquit_notifier);
-}
-
-static void install_handler(int sig) {
-  struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sa.sa_handler = sig == SIGINT ? on_sigint : on_sigquit;
-  sigaction(sig, &sa, NULL);
-}
-
-/* A script stopped watching a signal (async.signal): libuv reset it to SIG_DFL. */
-static void on_signal_released(int sig) {
-  if ((sig == SIGINT && sigint_notifier) || (sig == SIGQUIT && sigquit_notifier))
-    install_handler(sig);
-}
-
-/* interp.install_signals(on_int, on_quit): each runs in a new task when the signal arrives */
-static int interp_install_signals(lua_State *L) {
-  struct sigaction sa;
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
-  lua_pushvalue(L, 1);
-  sigint_notifier = lasync_notifier_new(L);
-  lasync_notifier_unref(sigint_notifier);  /* signals may never come: no keep-alive */
-  lua_pushvalue(L, 2);
-  sigquit_notifier = lasync_notifier_new(L);
-  lasync_notifier_unref(sigquit_notifier);
-  memset(&sa, 0, sizeof sa);
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sa.sa_handler = on_sigint;
-  sigaction(SIGINT, &sa, NULL);
-  sa.sa_handler = on_sigquit;
-  sigaction(SIGQUIT, &sa, NULL);
-  lasync_set_signal_hook(on_signal_released);
-  return 0;
-}
-
-/* interp.rearm_interrupt(): the next Ctrl-C is handled gracefully again (REPL) */
-static int interp_rearm_interrupt(lua_State *L) {
-  (void)L;
-  interrupts = 0;
-  return 0;
-}
 
 /* {====== an async line reader on stdin, for the REPL ======} */
 
@@ -227,8 +163,6 @@ static int interp_stdin_is_tty(lua_State *L) {
 static int luaopen_lasync_interp(lua_State *L) {
   static const luaL_Reg funcs[] = {
     {"stdin_is_tty", interp_stdin_is_tty},
-    {"install_signals", interp_install_signals},
-    {"rearm_interrupt", interp_rearm_interrupt},
     {"read_line", interp_read_line},
     {"close_stdin", interp_close_stdin},
     {NULL, NULL}
@@ -321,11 +255,6 @@ int main(int argc, char **argv) {
     fprintf(stderr, "lasync: %s\n", msg ? msg : "(error object is not a string)");
   }
   fflush(stdout);
-  lua_close(L);
-  /* the notifiers were freed with the state: a late Ctrl-C or Ctrl-\ must not touch them */
-  signal(SIGINT, SIG_DFL);
-  signal(SIGQUIT, SIG_DFL);
-  lasync_set_signal_hook(NULL);
-  sigint_notifier = sigquit_notifier = NULL;
+  lua_close(L);  /* puts SIGINT and SIGQUIT back (lasync.core) */
   return code;
 }

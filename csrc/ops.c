@@ -125,6 +125,10 @@ static void notifier_close(lasync__runtime *rt, lasync_notifier *n, lua_State *L
   n->ref = LUA_NOREF;
 }
 
+void lasync__notifier_close(lasync_notifier *n, lua_State *L) {
+  notifier_close(n->rt, n, L);
+}
+
 void lasync__dispatch_notifiers(lua_State *L, lasync__runtime *rt) {
   while (rt->notify_head) {
     lasync_notifier *n = rt->notify_head;

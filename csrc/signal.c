@@ -228,6 +228,102 @@ static int signal_number(lua_State *L) {
   return 1;
 }
 
+/* {====== Ctrl-C and Ctrl-\\ for a program's main task ======} */
+
+/* async.main and the interpreter (lasync.cli) handle SIGINT and SIGQUIT with plain handlers
+** (process-wide, like signals; one Lua state at a time) that only notify a task: Ctrl-C runs
+** on_int (which cancels the main task), a second Ctrl-C before it is rearmed kills the process
+** as the default action would, Ctrl-\\ runs on_quit (which prints the task dump). While a
+** script watches one of these signals itself (signal.wait, signal.on), its watcher gets it:
+** the handler waits in saved[] and is put back when the last watcher goes. */
+static lasync_notifier *int_notifier, *quit_notifier;
+static lasync__runtime *int_owner;   /* the runtime that installed them, or NULL */
+static volatile sig_atomic_t interrupts;
+static struct sigaction int_prev[2];  /* SIGINT's and SIGQUIT's disposition before */
+
+static void on_sigint(int sig) {
+  (void)sig;
+  if (interrupts++ > 0 || int_notifier == NULL) {  /* a second Ctrl-C: the default action */
+    signal(SIGINT, SIG_DFL);
+    raise(SIGINT);
+    return;
+  }
+  lasync_notify(int_notifier);  /* uv_async_send: async-signal-safe */
+}
+
+static void on_sigquit(int sig) {
+  (void)sig;
+  if (quit_notifier) lasync_notify(quit_notifier);
+}
+
+/* Sets the disposition of signum to sa, or, while a watcher holds the signal, the one its
+** release restores; stores the one it replaces in *old. */
+static void set_disposition(int signum, const struct sigaction *sa, struct sigaction *old) {
+  if (__atomic_load_n(&active[signum], __ATOMIC_SEQ_CST) > 0) {
+    if (old) *old = saved[signum];
+    saved[signum] = *sa;
+  } else {
+    sigaction(signum, sa, old);
+  }
+}
+
+static void interrupts_off(lasync__runtime *rt, lua_State *L) {
+  if (int_owner != rt || int_owner == NULL) return;
+  set_disposition(SIGINT, &int_prev[0], NULL);
+  set_disposition(SIGQUIT, &int_prev[1], NULL);
+  if (L) {  /* else the runtime is closing: lasync__close_notifiers closes them */
+    lasync__notifier_close(int_notifier, L);
+    lasync__notifier_close(quit_notifier, L);
+  }
+  int_notifier = quit_notifier = NULL;
+  int_owner = NULL;
+}
+
+/* core.interrupts_on(on_int, on_quit): each runs in a new task when its signal arrives */
+static int core_interrupts_on(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  struct sigaction sa;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (int_owner != NULL)
+    return luaL_error(L, "Ctrl-C is handled already (by async.main or the interpreter%s)",
+                      int_owner == rt ? "" : ", in another Lua state");
+  lua_settop(L, 2);
+  lua_pushvalue(L, 1);
+  int_notifier = lasync_notifier_new(L);  /* takes the function on top */
+  lua_pushvalue(L, 2);
+  quit_notifier = lasync_notifier_new(L);
+  lasync_notifier_unref(int_notifier);  /* signals may never come: no keep-alive */
+  lasync_notifier_unref(quit_notifier);
+  int_owner = rt;
+  interrupts = 0;
+  memset(&sa, 0, sizeof sa);
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sa.sa_handler = on_sigint;
+  set_disposition(SIGINT, &sa, &int_prev[0]);
+  sa.sa_handler = on_sigquit;
+  set_disposition(SIGQUIT, &sa, &int_prev[1]);
+  return 0;
+}
+
+/* core.interrupts_off(): puts back the dispositions from before core.interrupts_on */
+static int core_interrupts_off(lua_State *L) {
+  interrupts_off(lasync__rt(L), L);
+  return 0;
+}
+
+/* core.interrupts_rearm(): the next Ctrl-C is handled gracefully again (the REPL) */
+static int core_interrupts_rearm(lua_State *L) {
+  (void)L;
+  interrupts = 0;
+  return 0;
+}
+
+void lasync__close_signal(lasync__runtime *rt) {
+  interrupts_off(rt, NULL);
+}
+
 void lasync__open_signal(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg methods[] = {{"wait", sig_wait}, {"close", sig_lclose}, {NULL, NULL}};
   static const luaL_Reg meta[] = {
@@ -235,7 +331,9 @@ void lasync__open_signal(lua_State *L, lasync__runtime *rt) {
   };
   static const luaL_Reg funcs[] = {
     {"signal_watch", signal_watch}, {"signal_raise", signal_raise},
-    {"signal_number", signal_number}, {NULL, NULL}
+    {"signal_number", signal_number}, {"interrupts_on", core_interrupts_on},
+    {"interrupts_off", core_interrupts_off}, {"interrupts_rearm", core_interrupts_rearm},
+    {NULL, NULL}
   };
   lua_pushlightuserdata(L, rt);
   lasync__newclass(L, rt, LASYNC_CLS_SIGNAL, LASYNC_SIGNAL_MT, methods, meta);

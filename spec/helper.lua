@@ -13,6 +13,7 @@
 --                                        128 + n when killed by signal n)
 --   helper.lasync(argstring [, stdin]) runs build/lasync with the given (shell) arguments
 --   helper.lua(code [, flags])        runs plain lua5.4 with package.path/cpath at the checkout
+--   helper.lua_command(code [, flags]) the command helper.lua runs, and the script's path
 --   helper.script(text)               writes text to a temporary file, returns its path
 --   helper.signal_run(cmd, sig, ...)   starts cmd with default signal dispositions, waits until
 --                                        its stdout contains "READY", sends the signal
@@ -168,14 +169,21 @@ end
 
 -- plain lua5.4 with the checkout's lua/ and build/lib on its paths (absolute, so cwd does
 -- not matter), running `code`
-function M.lua(code, flags)
+-- lua_command(code [, flags]) -> a shell command that runs code with plain lua5.4 (package.path
+-- and package.cpath at the checkout), and the script's path (remove it afterwards)
+function M.lua_command(code, flags)
   local prelude = string.format(
     "package.path=%q..package.path package.cpath=%q..package.cpath ",
     M.ROOT .. "/lua/?.lua;" .. M.ROOT .. "/lua/?/init.lua;",
     M.BUILD .. "/lib/?.so;")
   local path = M.script(prelude .. code)
   local env = PRELOAD and ("env LD_PRELOAD=" .. M.q(PRELOAD) .. " ") or ""
-  local r = M.sh("timeout 30 " .. env .. "lua5.4 " .. (flags or "") .. " " .. M.q(path))
+  return env .. "lua5.4 " .. (flags or "") .. " " .. M.q(path), path
+end
+
+function M.lua(code, flags)
+  local cmd, path = M.lua_command(code, flags)
+  local r = M.sh("timeout 30 " .. cmd)
   os.remove(path)
   return r
 end

@@ -3,6 +3,7 @@
 local M = {}
 
 local async = require("lasync")
+local core = require("lasync.core")
 
 local USAGE = [==[
 usage: lasync [options] [script [args]]
@@ -62,15 +63,6 @@ local function make_arg(argv, script_index)
   return arg
 end
 
-local function print_failure(task, err)
-  local tb = task and task:traceback()
-  if tb then
-    report(tb)
-  else
-    report(tostring(err))
-  end
-end
-
 local function repl(interp)
   _G.async = async
   local pack, unpack = table.pack, table.unpack
@@ -105,7 +97,7 @@ local function repl(interp)
       else
         io.stderr:write(t:traceback() or tostring(r[2]), "\n")
       end
-      interp.rearm_interrupt()
+      core.interrupts_rearm()
     else
       io.stderr:write(err, "\n")
     end
@@ -144,30 +136,26 @@ function M.main(argv)
     return 1
   end
 
-  local main_task, interrupted
   local script_args = {}
   if o.script_index then
     for i = o.script_index + 1, #argv do script_args[#script_args + 1] = argv[i] end
   end
 
-  local ok, err = pcall(async.run, function()
-    main_task = async.current_task()
-    interp.install_signals(function()
-      local e = M.eval and M.eval.eval
-      if o.interactive and e and not e:done() then
-        e:cancel("interrupted (SIGINT)")
-      elseif o.interactive and not (e and not e:done()) then
-        io.stdout:write("\n(to exit, press Ctrl-D)\n> ")
-        io.stdout:flush()
-        interp.rearm_interrupt()
-      else
-        interrupted = true
-        main_task:cancel("interrupted (SIGINT)")
-      end
-    end, function()
-      io.stderr:write(async.dump())
-      io.stderr:flush()
-    end)
+  -- in the REPL, Ctrl-C cancels the line being run, or says how to leave
+  local function on_interrupt()
+    if not o.interactive then return false end
+    local e = M.eval and M.eval.eval
+    if e and not e:done() then
+      e:cancel("interrupted (SIGINT)")
+    else
+      io.stdout:write("\n(to exit, press Ctrl-D)\n> ")
+      io.stdout:flush()
+      core.interrupts_rearm()
+    end
+    return true
+  end
+
+  return (async._run_main(function()
     for _, src in ipairs(o.execs) do
       local f, e = load(src, "=(command line)")
       if not f then error(e, 0) end
@@ -175,16 +163,7 @@ function M.main(argv)
     end
     if chunk then chunk(table.unpack(script_args)) end
     if o.interactive then repl(interp) end
-  end)
-  io.stdout:flush()
-  if interrupted then  -- Ctrl-C: 130, however the main task ended
-    if not ok and not async.is_cancelled(err) then print_failure(main_task, err) end
-    report("interrupted")
-    return 130
-  end
-  if ok then return 0 end
-  print_failure(main_task, err)
-  return 1
+  end, on_interrupt))
 end
 
 return M

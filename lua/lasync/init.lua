@@ -464,6 +464,61 @@ function M.wrap(fn)
   end
 end
 
+-- {====== running a program ======}
+
+local function report(msg)
+  io.stderr:write("lasync: ", msg, "\n")
+  io.stderr:flush()
+end
+
+local function print_failure(task, err)
+  report(task and task:traceback() or tostring(err))
+end
+
+-- How the interpreter (lasync.cli) runs a script, shared with async.main: body(...) runs as the
+-- main task of async.run; Ctrl-C cancels it, unless on_interrupt (if given) returns true (it
+-- handled the Ctrl-C itself, as the REPL does); Ctrl-\ writes async.dump() to stderr. A failure
+-- is written to stderr as "lasync: " and the main task's traceback. Returns the exit status (0;
+-- 1 on failure; 130 after Ctrl-C) and, for 0, {true, body's results..., n =}.
+function M._run_main(body, on_interrupt, ...)
+  local main_task, interrupted
+  local r = pack(pcall(core.run, function(...)
+    main_task = core.current_task()
+    core.interrupts_on(function()
+      if on_interrupt and on_interrupt() then return end
+      interrupted = true
+      main_task:cancel("interrupted (SIGINT)")
+    end, function()
+      io.stderr:write(M.dump())
+      io.stderr:flush()
+    end)
+    return body(...)
+  end, ...))
+  core.interrupts_off()
+  io.stdout:flush()
+  if interrupted then  -- Ctrl-C: 130, however the main task ended
+    if not r[1] and not is_cancelled(r[2]) then print_failure(main_task, r[2]) end
+    report("interrupted")
+    return 130
+  end
+  if r[1] then return 0, r end
+  print_failure(main_task, r[2])
+  return 1
+end
+
+-- async.main(fn, ...) -> fn's results: async.run for a program's main function in a plain
+-- lua5.4 script. A failure is printed as the interpreter prints it ("lasync: " and the main
+-- task's traceback) and the process exits with status 1; Ctrl-C cancels the main task, and
+-- once it has unwound the process exits with status 130.
+function M.main(fn, ...)
+  if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
+    error("main: expected a function, got " .. type(fn), 2)
+  end
+  local status, r = M._run_main(fn, nil, ...)
+  if status ~= 0 then os.exit(status, true) end
+  return unpack(r, 2, r.n)
+end
+
 -- {====== introspection ======}
 
 local function suspended_at(co)
