@@ -26,7 +26,8 @@ build = {
     ["lasync.core"] = {
       sources = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
-        "csrc/waitset.c", "csrc/ops.c", "csrc/loop.c", "csrc/http.c",
+        "csrc/waitset.c", "csrc/ops.c", "csrc/req.c", "csrc/subsys.c", "csrc/loop.c",
+        "csrc/http.c",
         "csrc/fs.c", "csrc/dns.c", "csrc/signal.c",
         "csrc/stream.c", "csrc/process.c",
         "csrc/thread.c",

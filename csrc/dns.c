@@ -1,49 +1,44 @@
 /*
-** dns.c: name resolution with getaddrinfo on libuv's thread pool (uv_getaddrinfo).
+** dns.c: name resolution with getaddrinfo on libuv's thread pool (uv_getaddrinfo), for
+** dns.resolve and for tcp.connect and tcp.serve; numeric addresses.
 **
-** A cancelled resolution is abandoned: uv_cancel takes it off the queue if no thread runs it
-** yet, and the callback (which libuv always calls) frees the request and its results.
+** A cancelled resolution is abandoned (req.c): uv_cancel takes it off the queue if no thread
+** runs it yet, and the callback (which libuv always calls) frees the request and its results.
 */
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
 
 typedef struct dreq {
+  lasync__req base;            /* must be first */
   uv_getaddrinfo_t req;
-  lasync__abandoned ab;        /* linked while abandoned and still running */
-  lasync__runtime *rt;
-  lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   struct addrinfo *res;
-  int status;
-  unsigned char done;
 } dreq;
 
-static void dreq_free(dreq *r) {
-  if (r->res) uv_freeaddrinfo(r->res);
-  free(r);
+static void dreq_cancel(lasync__req *b) {
+  if (!b->done) uv_cancel((uv_req_t *)&((dreq *)b)->req);  /* fails harmlessly once a thread
+                                                               runs it */
 }
+
+static void dreq_release(lasync__req *b, int taken) {
+  dreq *r = (dreq *)b;
+  (void)taken;  /* the deliver function copies the addresses into Lua */
+  if (r->res) uv_freeaddrinfo(r->res);
+}
+
+static const lasync__reqtype dreq_type = {dreq_cancel, dreq_release, 1};
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   dreq *r = (dreq *)req->data;
-  r->done = 1;
-  lasync__abandon_end(&r->ab);
-  r->status = status;
   r->res = res;
-  if (r->op)
-    lasync_op_complete(r->op, 0);  /* the deliver function frees r */
-  else
-    dreq_free(r);
+  lasync__req_done(&r->base, status);
 }
 
-static void dns_cancel(void *data) {
-  dreq *r = (dreq *)data;
-  r->op = NULL;
-  if (r->done) {
-    dreq_free(r);  /* resolved, but the task was cancelled before it resumed */
-  } else {
-    lasync__abandon(r->rt, &r->ab);
-    uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
-  }
+int lasync__parse_addr(const char *host, int port, struct sockaddr_storage *ss) {
+  memset(ss, 0, sizeof *ss);
+  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
+  memset(ss, 0, sizeof *ss);
+  return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
 }
 
 /* Pushes the list of distinct addresses, in getaddrinfo's order. [-0, +1, m] */
@@ -85,46 +80,45 @@ int lasync__raise_dns(lua_State *L, int status, int hostidx) {
 
 static int dns_deliver(lua_State *L, void *data, int status) {
   dreq *r = (dreq *)data;
-  int st = r->status;
+  int st = r->base.status;
   (void)status;
   if (st < 0) {
-    dreq_free(r);
+    lasync__req_free(&r->base);
     return lasync__raise_dns(L, st, 1);
   }
   push_addresses(L, r->res);
-  dreq_free(r);
+  lasync__req_free(&r->base);
   return 1;
 }
 
-/* core.dns_resolve(host [, family]) -> {address, ...}; family: 4, 6 or nil for both */
+/* core.dns_resolve(host [, family]) -> {address, ...}; family: 4, 6 or nil for both. A numeric
+** address (of that family) is the answer itself: no thread-pool trip, no suspension. */
 static int dns_resolve(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   size_t len;
   const char *host = luaL_checklstring(L, 1, &len);
   lua_Integer family = luaL_optinteger(L, 2, 0);
+  struct sockaddr_storage ss;
   struct addrinfo hints;
-  lasync_op *op;
   dreq *r;
-  int rc;
   luaL_argcheck(L, len > 0 && strlen(host) == len, 1, "expected a host name or an address");
   luaL_argcheck(L, family == 0 || family == 4 || family == 6, 2, "family must be 4 or 6");
   lua_settop(L, 2);
+  if (lasync__parse_addr(host, 0, &ss) == 0 &&
+      (family == 0 || (family == 4) == (ss.ss_family == AF_INET))) {
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, -2, 1);
+    return 1;
+  }
   memset(&hints, 0, sizeof hints);
   hints.ai_family = family == 4 ? AF_INET : family == 6 ? AF_INET6 : AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;  /* one entry per address, not one per socket type */
-  op = lasync_op_new(L);
-  r = (dreq *)calloc(1, sizeof *r);
-  if (r == NULL) return luaL_error(L, "not enough memory");
-  r->op = op;
-  r->rt = rt;
+  r = (dreq *)lasync__req_new(L, &dreq_type, sizeof *r);
   r->req.data = r;
-  rc = uv_getaddrinfo(rt->loop, &r->req, on_resolved, host, NULL, &hints);
-  if (rc < 0) {  /* refused before queuing: the callback will not run */
-    r->done = 1;
-    r->status = rc;
-    lasync_op_complete(op, 0);
-  }
-  return lasync_op_await(L, op, r, dns_deliver, dns_cancel);
+  return lasync__req_await(L, &r->base,
+                           uv_getaddrinfo(rt->loop, &r->req, on_resolved, host, NULL, &hints),
+                           dns_deliver);
 }
 
 void lasync__open_dns(lua_State *L, lasync__runtime *rt) {

@@ -6,11 +6,12 @@
 ** write_file as one thread-pool job each (uv_queue_work: open, read or write, close). The Lua
 ** layer (lua/lasync/fs.lua) composes the rest: mkdir with parents, remove, exists, lines.
 **
-** Lifetimes: each request is a malloc'd `freq`. While a task waits, the op API keeps the task
-** anchored and the task's stack keeps the File alive. When the task is cancelled, the request
-** is abandoned (uv_cancel if it is still queued): the fs callback then frees it, closes a file
-** descriptor that an abandoned open produced, and never touches a File that was closed or
-** collected meanwhile (file == NULL). Data a write hands to the thread pool is a private copy.
+** Lifetimes: each request is a malloc'd `freq`, awaited through req.c. While a task waits, the
+** op API keeps the task anchored and the task's stack keeps the File alive. When the task is
+** cancelled, the request is abandoned (uv_cancel if it is still queued): the fs callback then
+** frees it, closes a file descriptor that an abandoned open produced, and never touches a File
+** that was closed or collected meanwhile (file == NULL). Data a write hands to the thread pool
+** is a private copy.
 */
 #include <ctype.h>
 #include <errno.h>
@@ -31,16 +32,14 @@ typedef struct lfile lfile;
 enum { REQ_PATH, REQ_OPEN, REQ_READ, REQ_WRITE };
 
 typedef struct freq {
+  lasync__req base;            /* must be first; base.op is NULL once abandoned */
   uv_fs_t req;
-  lasync__runtime *rt;
-  lasync__abandoned ab;        /* linked while abandoned and still running */
-  lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   lfile *file;                 /* the File a read/write belongs to; NULL once it was closed */
   char *data;                  /* read: the thread pool's buffer; write: a copy of the data */
   size_t len, done_len;        /* write: bytes to write, bytes written */
   uv_file close_fd;            /* close this descriptor when the request ends (or -1) */
   int kind;                    /* REQ_* */
-  unsigned char done;          /* the fs callback ran */
+  unsigned char fd_taken;      /* open: the File owns the descriptor */
 } freq;
 
 struct lfile {
@@ -113,28 +112,6 @@ static const char *checkpath(lua_State *L, int idx) {
 
 /* {====== requests ======} */
 
-/* Frees r; closes the descriptor its File handed over when it was closed meanwhile. */
-static void freq_free(freq *r) {
-  if (r->close_fd >= 0) {
-    uv_fs_t c;
-    uv_fs_close(r->req.loop, &c, r->close_fd, NULL);
-    uv_fs_req_cleanup(&c);
-  }
-  uv_fs_req_cleanup(&r->req);
-  free(r->data);
-  free(r);
-}
-
-/* The request is over and nobody will deliver it: release what it holds. */
-static void freq_abandoned_end(freq *r) {
-  if (r->kind == REQ_OPEN && r->req.result >= 0) {
-    uv_fs_t c;  /* an abandoned open succeeded: nobody will ever own this descriptor */
-    uv_fs_close(r->req.loop, &c, (uv_file)r->req.result, NULL);
-    uv_fs_req_cleanup(&c);
-  }
-  freq_free(r);
-}
-
 static int file_append(lfile *f, const char *p, size_t n);
 
 /* A write wrote part of its data: writes the rest. Returns 1 if a request was issued. */
@@ -143,14 +120,13 @@ static int write_more(freq *r);
 static void on_fs(uv_fs_t *req) {
   freq *r = (freq *)req->data;
   lfile *f = r->file;
+  int abandoned = r->base.op == NULL;
   if (r->kind == REQ_WRITE && req->result >= 0) {
     r->done_len += (size_t)req->result;
     if (r->done_len < r->len && req->result > 0 && write_more(r)) return;
   }
-  r->done = 1;
-  lasync__abandon_end(&r->ab);
   if (f) {
-    if (r->op == NULL) {  /* abandoned: the File is free again */
+    if (abandoned) {  /* the File is free again */
       f->inflight = NULL;
       r->file = NULL;
     }  /* else it stays busy until the deliver or cancel function ran */
@@ -164,17 +140,13 @@ static void on_fs(uv_fs_t *req) {
     } else if (r->kind == REQ_WRITE && f->append && req->result >= 0) {
       f->eof = 0;
     }
-    if (r->op == NULL && f->idle_op) {  /* a task waits to use the file: it may go on */
+    if (abandoned && f->idle_op) {  /* a task waits to use the file: it may go on */
       lasync_op *op = f->idle_op;
       f->idle_op = NULL;
       lasync_op_complete(op, 0);
     }
   }
-  if (r->op) {
-    lasync_op_complete(r->op, 0);  /* the deliver function frees r */
-  } else {
-    freq_abandoned_end(r);
-  }
+  lasync__req_done(&r->base, 0);  /* the deliver functions read req->result */
 }
 
 static int write_more(freq *r) {
@@ -204,28 +176,39 @@ static void freq_release_file(freq *r) {
   }
 }
 
-/* lasync_op cancel: the waiting task was cancelled. Runs no Lua. */
-static void fs_cancel(void *data) {
-  freq *r = (freq *)data;
-  if (r->done) {  /* completed, but the task was cancelled before it resumed */
-    r->op = NULL;
-    freq_release_file(r);
-    freq_abandoned_end(r);
-    return;
+/* The seam's release: what the request holds, and what nobody took. */
+static void freq_release(lasync__req *b, int taken) {
+  freq *r = (freq *)b;
+  uv_loop_t *loop = r->req.loop;  /* (not b->rt's: in a host's loop, rt may be gone by now) */
+  freq_release_file(r);
+  if (r->kind == REQ_OPEN && r->req.result >= 0 && !r->fd_taken) {
+    uv_fs_t c;  /* an open that nobody took succeeded: nobody will ever own this descriptor */
+    uv_fs_close(loop, &c, (uv_file)r->req.result, NULL);
+    uv_fs_req_cleanup(&c);
   }
-  r->op = NULL;  /* the fs callback frees it */
-  lasync__abandon(r->rt, &r->ab);
-  /* a cancelled write still writes all of its data (it is a copy): only reads, opens and
-  ** path requests are taken off the queue */
-  if (r->kind != REQ_WRITE)
+  if (r->close_fd >= 0) {  /* its File was closed meanwhile and handed the descriptor over */
+    uv_fs_t c;
+    uv_fs_close(loop, &c, r->close_fd, NULL);
+    uv_fs_req_cleanup(&c);
+  }
+  (void)taken;
+  uv_fs_req_cleanup(&r->req);
+  free(r->data);
+}
+
+/* The seam's cancel: the waiting task was cancelled. A cancelled write still writes all of
+** its data (it is a copy): only reads, opens and path requests are taken off the queue. */
+static void freq_cancel(lasync__req *b) {
+  freq *r = (freq *)b;
+  if (!b->done && r->kind != REQ_WRITE)
     uv_cancel((uv_req_t *)&r->req);  /* fails harmlessly once a thread runs it */
 }
 
-static freq *freq_new(lua_State *L, lasync_op *op, int kind) {
-  freq *r = (freq *)calloc(1, sizeof *r);
-  if (r == NULL) luaL_error(L, "not enough memory");
-  r->rt = lasync__rt(L);
-  r->op = op;
+static const lasync__reqtype freq_type = {freq_cancel, freq_release, 1};
+
+/* A new request of this kind; pushes its op. [-0, +1, e] */
+static freq *freq_new(lua_State *L, int kind) {
+  freq *r = (freq *)lasync__req_new(L, &freq_type, sizeof *r);
   r->kind = kind;
   r->close_fd = -1;
   r->req.data = r;
@@ -233,17 +216,9 @@ static freq *freq_new(lua_State *L, lasync_op *op, int kind) {
 }
 
 /* Suspends the task on r, whose request was started with result rc. */
-static int fs_await(lua_State *L, lasync_op *op, freq *r, int rc, lasync_deliver_fn deliver) {
-  if (rc < 0) {  /* libuv refused it before queuing: the callback will not run */
-    r->req.result = rc;
-    r->done = 1;
-    if (r->file) {
-      r->file->inflight = NULL;
-      r->file = NULL;
-    }
-    lasync_op_complete(op, 0);
-  }
-  return lasync_op_await(L, op, r, deliver, fs_cancel);
+static int fs_await(lua_State *L, freq *r, int rc, lasync_deliver_fn deliver) {
+  if (rc < 0) r->req.result = rc;  /* refused before queuing: the callback will not run */
+  return lasync__req_await(L, &r->base, rc, deliver);
 }
 
 /* {====== path operations ======} */
@@ -314,7 +289,7 @@ static int path_deliver(lua_State *L, void *data, int status) {
   (void)status;
   if (res < 0) {
     const char *name = syscall_name(type);
-    freq_free(r);
+    lasync__req_free(&r->base);
     return raise_fs(L, (int)res, name, lua_tostring(L, 1),
                     type == UV_FS_RENAME ? lua_tostring(L, 2) : NULL);
   }
@@ -337,14 +312,14 @@ static int path_deliver(lua_State *L, void *data, int status) {
       break;
     }
     case UV_FS_OPEN: {
-      freq_free(r);  /* not reached: open has its own deliver function */
+      lasync__req_free(&r->base);  /* not reached: open has its own deliver function */
       return 0;
     }
     default:
       lua_pushboolean(L, 1);
       break;
   }
-  freq_free(r);
+  lasync__req_free(&r->base);
   return 1;
 }
 
@@ -353,12 +328,10 @@ static int fs_stat(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   const char *path = checkpath(L, 1);
   int follow = lua_isnoneornil(L, 2) || lua_toboolean(L, 2);
-  lasync_op *op;
   freq *r;
   lua_settop(L, 2);
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_PATH);
-  return fs_await(L, op, r, follow ? uv_fs_stat(rt->loop, &r->req, path, on_fs)
+  r = freq_new(L, REQ_PATH);
+  return fs_await(L, r, follow ? uv_fs_stat(rt->loop, &r->req, path, on_fs)
                                    : uv_fs_lstat(rt->loop, &r->req, path, on_fs), path_deliver);
 }
 
@@ -366,12 +339,10 @@ static int fs_stat(lua_State *L) {
 static int fs_scandir(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   const char *path = checkpath(L, 1);
-  lasync_op *op;
   freq *r;
   lua_settop(L, 1);
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_PATH);
-  return fs_await(L, op, r, uv_fs_scandir(rt->loop, &r->req, path, 0, on_fs), path_deliver);
+  r = freq_new(L, REQ_PATH);
+  return fs_await(L, r, uv_fs_scandir(rt->loop, &r->req, path, 0, on_fs), path_deliver);
 }
 
 /* core.fs_mkdir(path [, mode = 0777]) -> true */
@@ -379,13 +350,11 @@ static int fs_mkdir(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   const char *path = checkpath(L, 1);
   lua_Integer mode = luaL_optinteger(L, 2, 0777);
-  lasync_op *op;
   freq *r;
   luaL_argcheck(L, mode >= 0 && mode <= 07777, 2, "must be a permission mode (0 to 0o7777)");
   lua_settop(L, 2);
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_PATH);
-  return fs_await(L, op, r, uv_fs_mkdir(rt->loop, &r->req, path, (int)mode, on_fs),
+  r = freq_new(L, REQ_PATH);
+  return fs_await(L, r, uv_fs_mkdir(rt->loop, &r->req, path, (int)mode, on_fs),
                   path_deliver);
 }
 
@@ -393,12 +362,10 @@ static int fs_mkdir(lua_State *L) {
 static int fs_unlink_or_rmdir(lua_State *L, int rmdir) {
   lasync__runtime *rt = lasync__rt(L);
   const char *path = checkpath(L, 1);
-  lasync_op *op;
   freq *r;
   lua_settop(L, 1);
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_PATH);
-  return fs_await(L, op, r, rmdir ? uv_fs_rmdir(rt->loop, &r->req, path, on_fs)
+  r = freq_new(L, REQ_PATH);
+  return fs_await(L, r, rmdir ? uv_fs_rmdir(rt->loop, &r->req, path, on_fs)
                                   : uv_fs_unlink(rt->loop, &r->req, path, on_fs), path_deliver);
 }
 
@@ -409,12 +376,10 @@ static int fs_rmdir(lua_State *L) { return fs_unlink_or_rmdir(L, 1); }
 static int fs_rename(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   const char *from = checkpath(L, 1), *to = checkpath(L, 2);
-  lasync_op *op;
   freq *r;
   lua_settop(L, 2);
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_PATH);
-  return fs_await(L, op, r, uv_fs_rename(rt->loop, &r->req, from, to, on_fs), path_deliver);
+  r = freq_new(L, REQ_PATH);
+  return fs_await(L, r, uv_fs_rename(rt->loop, &r->req, from, to, on_fs), path_deliver);
 }
 
 /* {====== File ======} */
@@ -524,7 +489,7 @@ static int wait_idle(lua_State *L, lfile *f, lua_CFunction again) {
   int nargs = lua_gettop(L);
   lasync_op *op;
   idlewait *w;
-  if (f->inflight->op != NULL || f->idle_op != NULL)
+  if (f->inflight->base.op != NULL || f->idle_op != NULL)
     return luaL_error(L, "another task is already using this file");
   op = lasync_op_new(L);
   w = (idlewait *)malloc(sizeof *w);
@@ -547,8 +512,7 @@ static int read_deliver(lua_State *L, void *data, int status) {
   ssize_t res = r->req.result;
   lfile *f = (lfile *)lua_touserdata(L, 1);
   (void)status;
-  freq_release_file(r);
-  freq_free(r);
+  lasync__req_free(&r->base);
   lua_pop(L, 1);  /* the op */
   if (f->fd < 0) return luaL_error(L, "attempt to use a closed file");
   if (res < 0) return raise_file(L, (int)res, "read");
@@ -560,12 +524,10 @@ static int read_deliver(lua_State *L, void *data, int status) {
 static int fill(lua_State *L, lfile *f) {
   lasync__runtime *rt = lasync__rt(L);
   size_t n = f->want < CHUNK ? CHUNK : f->want;
-  lasync_op *op;
   freq *r;
   uv_buf_t b;
   if (n > MAXREAD) n = MAXREAD;  /* read(1e9) on a small file must not allocate 1 GB */
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_READ);
+  r = freq_new(L, REQ_READ);
   r->data = (char *)malloc(n);
   if (r->data == NULL) {
     free(r);
@@ -574,7 +536,7 @@ static int fill(lua_State *L, lfile *f) {
   r->file = f;
   f->inflight = r;
   b = uv_buf_init(r->data, (unsigned int)n);
-  return fs_await(L, op, r, uv_fs_read(rt->loop, &r->req, f->fd, &b, 1, -1, on_fs),
+  return fs_await(L, r, uv_fs_read(rt->loop, &r->req, f->fd, &b, 1, -1, on_fs),
                   read_deliver);
 }
 
@@ -755,8 +717,7 @@ static int write_deliver(lua_State *L, void *data, int status) {
   freq *r = (freq *)data;
   ssize_t res = r->req.result;
   (void)status;
-  freq_release_file(r);
-  freq_free(r);
+  lasync__req_free(&r->base);
   if (res < 0) return raise_file(L, (int)res, "write");
   lua_pushvalue(L, 1);
   return 1;
@@ -783,7 +744,6 @@ static int file_write(lua_State *L) {
   lfile *f = tofile(L, 1);
   int i, n = lua_gettop(L), err;
   size_t total = 0, len;
-  lasync_op *op;
   freq *r;
   uv_buf_t b;
   for (i = 2; i <= n; i++) total += (luaL_checklstring(L, i, &len), len);
@@ -794,8 +754,7 @@ static int file_write(lua_State *L) {
     lua_settop(L, 1);
     return 1;
   }
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_WRITE);
+  r = freq_new(L, REQ_WRITE);
   r->data = join_args(L, 2, n, total);  /* the thread pool reads a copy that outlives a cancel */
   if (r->data == NULL) {
     free(r);
@@ -805,7 +764,7 @@ static int file_write(lua_State *L) {
   r->file = f;
   f->inflight = r;
   b = uv_buf_init(r->data, (unsigned int)total);
-  return fs_await(L, op, r, uv_fs_write(rt->loop, &r->req, f->fd, &b, 1, -1, on_fs),
+  return fs_await(L, r, uv_fs_write(rt->loop, &r->req, f->fd, &b, 1, -1, on_fs),
                   write_deliver);
 }
 
@@ -864,7 +823,8 @@ static int open_deliver(lua_State *L, void *data, int status) {
   int flags = (int)lua_tointeger(L, 3);
   lfile *f;
   (void)status;
-  freq_free(r);
+  r->fd_taken = 1;  /* the File below owns it */
+  lasync__req_free(&r->base);
   if (res < 0) return raise_fs(L, (int)res, "open", lua_tostring(L, 1), NULL);
   /* nothing below raises before the descriptor is owned by the userdata, except memory
   ** errors (and then the fd leaks, as the state is in trouble anyway) */
@@ -908,15 +868,13 @@ static int fs_open(lua_State *L) {
   const char *path = checkpath(L, 1);
   const char *mode = luaL_optstring(L, 2, "r");
   int flags = parse_mode(mode);
-  lasync_op *op;
   freq *r;
   luaL_argcheck(L, flags >= 0, 2, "invalid mode (expected r, w, a, r+, w+, a+, wx, w+x, "
                 "optionally with b)");
   lua_settop(L, 2);
   lua_pushinteger(L, flags);  /* 3: for open_deliver */
-  op = lasync_op_new(L);
-  r = freq_new(L, op, REQ_OPEN);
-  return fs_await(L, op, r, uv_fs_open(rt->loop, &r->req, path, flags, 0666, on_fs),
+  r = freq_new(L, REQ_OPEN);
+  return fs_await(L, r, uv_fs_open(rt->loop, &r->req, path, flags, 0666, on_fs),
                   open_deliver);
 }
 
@@ -925,24 +883,29 @@ static int fs_open(lua_State *L) {
 /* read_file and write_file do open, read or write, and close in one uv_queue_work job: one
 ** trip to the thread pool instead of three or four. Same lifetime rules as freq. */
 typedef struct wjob {
+  lasync__req base;            /* must be first */
   uv_work_t work;
-  lasync__abandoned ab;        /* linked while abandoned and still running */
-  lasync__runtime *rt;
-  lasync_op *op;               /* the waiting task's op; NULL once abandoned */
   char *path;
   char *data;                  /* read: the content; write: a copy of the data */
   size_t len, cap;
   int flags;                   /* open flags; O_WRONLY for a write */
   int err;                     /* a libuv error code, or 0 */
   const char *syscall;         /* the call that failed */
-  unsigned char done;
 } wjob;
 
-static void wjob_free(wjob *j) {
+static void wjob_release(lasync__req *b, int taken) {
+  wjob *j = (wjob *)b;
+  (void)taken;  /* the deliver function copies the content into Lua */
   free(j->path);
   free(j->data);
-  free(j);
 }
+
+static void wjob_cancel(lasync__req *b) {
+  if (!b->done) uv_cancel((uv_req_t *)&((wjob *)b)->work);  /* fails harmlessly once a thread
+                                                               runs it */
+}
+
+static const lasync__reqtype wjob_type = {wjob_cancel, wjob_release, 1};
 
 static void whole_work(uv_work_t *w) {
   wjob *j = (wjob *)w->data;
@@ -1001,27 +964,11 @@ static void whole_work(uv_work_t *w) {
 
 static void whole_after(uv_work_t *w, int status) {
   wjob *j = (wjob *)w->data;
-  j->done = 1;
-  lasync__abandon_end(&j->ab);
   if (status < 0 && j->err == 0) {  /* UV_ECANCELED: taken off the queue */
     j->err = status;
     j->syscall = "open";
   }
-  if (j->op)
-    lasync_op_complete(j->op, 0);  /* the deliver function frees j */
-  else
-    wjob_free(j);
-}
-
-static void whole_cancel(void *data) {
-  wjob *j = (wjob *)data;
-  j->op = NULL;
-  if (j->done) {
-    wjob_free(j);
-  } else {
-    lasync__abandon(j->rt, &j->ab);
-    uv_cancel((uv_req_t *)&j->work);  /* fails harmlessly once a thread runs it */
-  }
+  lasync__req_done(&j->base, 0);
 }
 
 static int whole_deliver(lua_State *L, void *data, int status) {
@@ -1031,49 +978,46 @@ static int whole_deliver(lua_State *L, void *data, int status) {
   int reading = (j->flags & O_ACCMODE) == O_RDONLY;
   (void)status;
   if (err < 0) {
-    wjob_free(j);
+    lasync__req_free(&j->base);
     return raise_fs(L, err, syscall, lua_tostring(L, 1), NULL);
   }
   if (reading)
     lua_pushlstring(L, j->data ? j->data : "", j->len);
   else
     lua_pushboolean(L, 1);
-  wjob_free(j);
+  lasync__req_free(&j->base);
   return 1;
 }
 
-static int whole_start(lua_State *L, wjob *j, lasync_op *op) {
+static int whole_start(lua_State *L, wjob *j) {
   int rc;
-  j->op = op;
   j->work.data = j;
   rc = uv_queue_work(lasync__rt(L)->loop, &j->work, whole_work, whole_after);
   if (rc < 0) {
-    j->done = 1;
     j->err = rc;
     j->syscall = "open";
-    lasync_op_complete(op, 0);
   }
-  return lasync_op_await(L, op, j, whole_deliver, whole_cancel);
+  return lasync__req_await(L, &j->base, rc, whole_deliver);
 }
 
+/* A new job; pushes its op. [-0, +1, e] */
 static wjob *wjob_new(lua_State *L, const char *path, int flags) {
-  wjob *j = (wjob *)calloc(1, sizeof *j);
-  if (j == NULL || (j->path = strdup(path)) == NULL) {
+  wjob *j = (wjob *)lasync__req_new(L, &wjob_type, sizeof *j);
+  j->path = strdup(path);
+  if (j->path == NULL) {
     free(j);
     luaL_error(L, "not enough memory");
+    return NULL;  /* not reached */
   }
   j->flags = flags | O_CLOEXEC;
-  j->rt = lasync__rt(L);
   return j;
 }
 
 /* core.fs_read_file(path) -> string */
 static int fs_read_file(lua_State *L) {
   const char *path = checkpath(L, 1);
-  lasync_op *op;
   lua_settop(L, 1);
-  op = lasync_op_new(L);
-  return whole_start(L, wjob_new(L, path, O_RDONLY), op);
+  return whole_start(L, wjob_new(L, path, O_RDONLY));
 }
 
 /* core.fs_write_file(path, append, data, ...) -> true */
@@ -1081,18 +1025,16 @@ static int fs_write_file(lua_State *L) {
   const char *path = checkpath(L, 1);
   int append = lua_toboolean(L, 2), i, n = lua_gettop(L);
   size_t total = 0, len;
-  lasync_op *op;
   wjob *j;
   for (i = 3; i <= n; i++) total += (luaL_checklstring(L, i, &len), len);
-  op = lasync_op_new(L);
   j = wjob_new(L, path, O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC));
   j->data = join_args(L, 3, n, total);
   if (j->data == NULL) {
-    wjob_free(j);
+    lasync__req_free(&j->base);
     return luaL_error(L, "not enough memory");
   }
   j->len = total;
-  return whole_start(L, j, op);
+  return whole_start(L, j);
 }
 
 void lasync__open_fs(lua_State *L, lasync__runtime *rt) {

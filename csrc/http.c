@@ -90,10 +90,6 @@ typedef struct hreq {
 
 /* {====== the driver: no Lua below this line until the Lua API fence ======} */
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 /* Wakes the task waiting on r if what it waits for happened. */
 static void notify(hreq *r) {
   lasync_op *op = r->op;
@@ -176,7 +172,7 @@ static void close_sock(sockctx *c) {
   *c->pprev = c->next;
   if (c->next) c->next->pprev = c->pprev;
   if (c->fd >= 0 && c->fd < hm->nbyfd && hm->byfd[c->fd] == c) hm->byfd[c->fd] = NULL;
-  uv_close((uv_handle_t *)&c->poll, free_handle);
+  uv_close((uv_handle_t *)&c->poll, lasync__free_handle);
 }
 
 static sockctx *find_sock(hmulti *hm, curl_socket_t s) {
@@ -688,7 +684,7 @@ static int req__gc(lua_State *L) {
   if (r->idle) {
     r->idle->data = NULL;
     uv_timer_stop(r->idle);
-    uv_close((uv_handle_t *)r->idle, free_handle);
+    uv_close((uv_handle_t *)r->idle, lasync__free_handle);
     r->idle = NULL;
   }
   if (r->easy) {  /* the client may be finalized already: not back to its pool then */
@@ -939,7 +935,7 @@ static void multi_shutdown(hmulti *hm) {
   if (hm->share) curl_share_cleanup(hm->share);
   hm->timer->data = NULL;
   uv_timer_stop(hm->timer);
-  uv_close((uv_handle_t *)hm->timer, free_handle);
+  uv_close((uv_handle_t *)hm->timer, lasync__free_handle);
 }
 
 static int multi__gc(lua_State *L) {

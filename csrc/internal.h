@@ -31,6 +31,7 @@
 
 typedef struct lasync__runtime lasync__runtime;
 typedef struct lasync__task lasync__task;
+typedef struct lasync__subsystem lasync__subsystem;
 
 /* The classes of lasync.core: their metatables are kept by address for fast type checks. */
 enum {
@@ -192,7 +193,26 @@ struct lasync__runtime {
   unsigned char owns_loop;
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
   struct lasync__proch *procs; /* process.c: open process handles, closed at teardown */
+  const lasync__subsystem *subsystems;  /* lasync__subsystems */
 };
+
+/* {====== the subsystems of lasync.core (subsys.c) ======} */
+
+/* One entry per subsystem, in the spirit of Lua's linit.c: luaopen_lasync_core opens them in
+** order, the runtime's finalizer closes them in reverse order, and the scheduler asks them
+** whether anything can still wake a task when libuv's loop is not alive. */
+struct lasync__subsystem {
+  const char *name;            /* NULL ends the list */
+  /* Adds its functions and classes to the lasync.core table at the top. [-0, +0, e] */
+  void (*open)(lua_State *L, lasync__runtime *rt);
+  /* At runtime teardown, before the loop is drained: closes what would outlive the runtime
+  ** (handles nobody will close, process-wide state). Runs no Lua. NULL: nothing to close. */
+  void (*close)(lasync__runtime *rt);
+  /* Work in flight that can wake a task although libuv has nothing active (otherwise every
+  ** task waiting means a deadlock). NULL: never. */
+  int (*pending)(lasync__runtime *rt);
+};
+extern const lasync__subsystem lasync__subsystems[];
 
 /* The runtime, from upvalue 1 of every lasync.core function. */
 #define lasync__rt(L) ((lasync__runtime *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -297,6 +317,8 @@ struct lasync_op {
 void lasync__op_init(lasync_op *op, lasync__runtime *rt);
 void lasync__open_ops(lua_State *L, lasync__runtime *rt);
 void lasync__op_abort(lasync__task *t);
+/* Whether external ops are in flight (the subsystem's pending check). */
+int lasync__ops_pending(lasync__runtime *rt);
 void lasync__dispatch_notifiers(lua_State *L, lasync__runtime *rt);
 void lasync__close_notifiers(lasync__runtime *rt);
 /* Closes one notifier (its function is released). [-0, +0, -] */
@@ -316,6 +338,8 @@ void lasync__open_signal(lua_State *L, lasync__runtime *rt);
 void lasync__close_signal(lasync__runtime *rt);
 /* Signal names ("SIGTERM", also "TERM") and numbers; 0 / NULL when unknown. */
 int lasync__signal_number(const char *name);
+/* dns.c: parses a numeric IPv4 or IPv6 address (with port) into ss; 0 on success. */
+int lasync__parse_addr(const char *host, int port, struct sockaddr_storage *ss);
 /* Raises the error object of a failed getaddrinfo (status < 0) for the host name at hostidx:
 ** kind "dns", code ("EAI_NONAME"), host. Does not return. [-0, +0, v] */
 int lasync__raise_dns(lua_State *L, int status, int hostidx);
@@ -336,13 +360,66 @@ int lasync__stream_feeding(lasync__stream *s);
 ** return. [-0, +0, v] */
 int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *what);
 
-/* loop.c: abandoned thread-pool work. lasync__abandon links a (zeroed or unlinked) record
-** when its request's task gave up on it; lasync__abandon_end unlinks it when the request's
-** callback runs (harmless when not linked). Neither runs Lua. */
+/* {====== req.c: awaited libuv requests, abandoned work, closing the loop ======} */
+
+/* The close callback of a malloc'd handle: frees it. */
+void lasync__free_handle(uv_handle_t *h);
+
+/* A libuv request a task awaits (connect, shutdown, getaddrinfo, fs, queued work). Its record
+** starts with a lasync__req (the uv request inside it may follow); the seam frees it when the
+** second of its two ends comes: the completion (lasync__req_done, from the libuv callback) and
+** the task (it takes the results in its deliver function, which MUST call lasync__req_free,
+** before it raises too; or it is cancelled). */
+typedef struct lasync__req lasync__req;
+typedef struct lasync__reqtype {
+  /* The waiting task was cancelled; r->done says whether the completion came already. Runs no
+  ** Lua, while the task's stack still holds what the call was given. For a request still in
+  ** flight it stops what can be stopped (uv_cancel, uv_close); the completion comes anyway,
+  ** later, and frees r. NULL: nothing to do. */
+  void (*cancel)(lasync__req *r);
+  /* Frees what r holds (r itself is freed after). taken: the deliver function took the
+  ** results; else also what nobody took (a connected handle, an opened descriptor). NULL:
+  ** nothing to free. */
+  void (*release)(lasync__req *r, int taken);
+  unsigned char pool;          /* thread-pool work: abandoned, it counts as abandoned work */
+} lasync__reqtype;
+
+struct lasync__req {
+  const lasync__reqtype *type;
+  lasync__runtime *rt;
+  lasync_op *op;               /* the waiting task's op; NULL once the task gave up */
+  lasync__abandoned ab;        /* pool work: linked while abandoned and still running */
+  int status;                  /* what the completion said */
+  unsigned char done;          /* the completion came */
+};
+
+/* Pushes the op a new request is awaited with (raising first if the task cannot suspend here)
+** and returns a zeroed record of `size` bytes, its lasync__req set up. [-0, +1, e] */
+void *lasync__req_new(lua_State *L, const lasync__reqtype *type, size_t size);
+/* Suspends the task until the request completes; rc is what the uv_* call that started it
+** returned: < 0 means it was refused and no callback will come (r->status = rc). Then
+** deliver(L, r, 0) runs in the task. [-?, +?, e] */
+int lasync__req_await(lua_State *L, lasync__req *r, int rc, lasync_deliver_fn deliver);
+/* The completion, from the libuv callback: wakes the task, or frees an abandoned request.
+** Runs no Lua. */
+void lasync__req_done(lasync__req *r, int status);
+/* For deliver functions: frees r, whose results were taken. */
+void lasync__req_free(lasync__req *r);
+/* Nobody will take r's results (its Lua state is closing): frees it if it completed, else its
+** completion will, as when its task is cancelled. Runs no Lua. */
+void lasync__req_drop(lasync__req *r);
+
+/* Abandoned thread-pool work: linked when its task gave up on it (lasync__abandon), unlinked
+** when its callback runs (lasync__abandon_end, harmless when not linked). Neither runs Lua. */
 void lasync__abandon(lasync__runtime *rt, lasync__abandoned *a);
 void lasync__abandon_end(lasync__abandoned *a);
 /* uv_loop_alive, not counting abandoned work */
 int lasync__loop_alive(lasync__runtime *rt);
+/* Runs the runtime's own loop until it can be closed, giving abandoned work a short grace
+** (then warns and gives up: the loop stays allocated). Returns 1 if it was closed. */
+int lasync__close_loop(lua_State *L, lasync__runtime *rt);
+/* Unlinks the abandoned work still running: its callbacks must not find the runtime. */
+void lasync__forget_abandoned(lasync__runtime *rt);
 
 /* process.c: subprocesses */
 void lasync__open_process(lua_State *L, lasync__runtime *rt);

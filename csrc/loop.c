@@ -1,34 +1,19 @@
 /*
 ** loop.c: the runtime object (one per Lua state), luaopen_lasync_core, async.run and the
-** embedding entry points of lasync.h.
+** embedding entry points of lasync.h. The subsystems it opens and closes are listed in
+** subsys.c; none of them calls into this file.
 */
-#include <dlfcn.h>
-#include <math.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "internal.h"
-
-lasync__runtime *lasync__getruntime(lua_State *L) {
-  lasync__runtime *rt;
-  lua_getfield(L, LUA_REGISTRYINDEX, LASYNC_RUNTIME_KEY);
-  rt = (lasync__runtime *)lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  return rt;
-}
-
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
 
 static void close_wake(lasync__runtime *rt) {
   if (rt->wake) {
-    uv_close((uv_handle_t *)rt->wake, free_handle);
+    uv_close((uv_handle_t *)rt->wake, lasync__free_handle);
     rt->wake = NULL;
   }
   if (rt->idle) {
-    uv_close((uv_handle_t *)rt->idle, free_handle);
+    uv_close((uv_handle_t *)rt->idle, lasync__free_handle);
     rt->idle = NULL;
     rt->idle_on = 0;
   }
@@ -205,132 +190,24 @@ static int loop_new_error(lua_State *L) {
   return 1;
 }
 
-/* {====== abandoned thread-pool work ======} */
-
-#define ABANDON_GRACE 1.0  /* seconds the closing runtime waits for abandoned work */
-
-/* libuv's library destructor joins its pool threads when the process exits (or when a plain
-** lua5.4 unloads this module): a thread stuck in open(2) on a FIFO would hang that forever.
-** So once work was abandoned, this module stays loaded, and at exit, if abandoned work is still
-** running, the process ends without the remaining exit handlers (stdio is flushed first). */
-static unsigned stuck;         /* abandoned work still running, in this process */
-
-#ifdef __GLIBC__
-static void exit_without_joining(int status, void *arg) {
-  (void)arg;
-  if (__atomic_load_n(&stuck, __ATOMIC_SEQ_CST) > 0) {
-    fflush(NULL);
-    _exit(status);
-  }
-}
-#endif
-
-static void guard_exit(void) {
-  static int done;
-  if (__atomic_exchange_n(&done, 1, __ATOMIC_SEQ_CST)) return;
-#ifdef __GLIBC__
-  {
-    Dl_info info;  /* RTLD_NODELETE: lua_close's dlclose must not unload the handler */
-    if (dladdr((void *)guard_exit, &info) && info.dli_fname)
-      (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-    on_exit(exit_without_joining, NULL);
-  }
-#endif
-}
-
-void lasync__abandon(lasync__runtime *rt, lasync__abandoned *a) {
-  guard_exit();
-  a->running = 1;
-  __atomic_add_fetch(&stuck, 1, __ATOMIC_SEQ_CST);
-  a->rt = rt;
-  a->prev = NULL;
-  a->next = rt->abandoned;
-  if (a->next) a->next->prev = a;
-  rt->abandoned = a;
-  rt->nabandoned++;
-}
-
-/* Unlinks a from its runtime's list (it may still be running). */
-static void abandon_unlink(lasync__abandoned *a) {
-  lasync__runtime *rt = a->rt;
-  if (rt == NULL) return;
-  if (a->prev) a->prev->next = a->next;
-  else rt->abandoned = a->next;
-  if (a->next) a->next->prev = a->prev;
-  a->rt = NULL;
-  a->prev = a->next = NULL;
-  rt->nabandoned--;
-}
-
-void lasync__abandon_end(lasync__abandoned *a) {
-  if (a->running) {
-    a->running = 0;
-    __atomic_sub_fetch(&stuck, 1, __ATOMIC_SEQ_CST);
-  }
-  abandon_unlink(a);
-}
-
-/* Only abandoned work keeps the loop alive (no active handle, none closing, no other req). */
-static int only_abandoned(lasync__runtime *rt) {
-  uv_loop_t *loop = rt->loop;
-  return rt->nabandoned > 0 && loop->active_handles == 0 && loop->closing_handles == NULL &&
-         loop->active_reqs.count <= rt->nabandoned;
-}
-
-int lasync__loop_alive(lasync__runtime *rt) {
-  return uv_loop_alive(rt->loop) && !only_abandoned(rt);
-}
-
-static void give_up(lua_State *L, lasync__runtime *rt) {
-  lua_pushfstring(L, "lasync: not waiting for %d cancelled thread-pool request(s) that are "
-                  "still running (e.g. opening a FIFO nobody writes to)", (int)rt->nabandoned);
-  lua_warning(L, lua_tostring(L, -1), 0);
-  lua_pop(L, 1);
-}
-
-/* Runs the loop until nothing is left but abandoned work, then gives that a short grace.
-** Returns 1 if the loop could be closed. */
-static int drain_and_close(lasync__runtime *rt) {
-  uv_loop_t *loop = rt->loop;
-  double give_up = -1;
-  for (;;) {
-    uv_run(loop, UV_RUN_NOWAIT);  /* close callbacks free handle memory */
-    if (uv_loop_close(loop) == 0) return 1;
-    if (!uv_loop_alive(loop)) return 1;  /* a handle was never closed: nothing to wait for */
-    if (!only_abandoned(rt)) {
-      give_up = -1;
-      uv_run(loop, UV_RUN_ONCE);
-    } else if (give_up < 0) {
-      give_up = lasync__now() + ABANDON_GRACE;
-    } else if (lasync__now() >= give_up) {
-      return 0;
-    } else {
-      uv_sleep(1);
-    }
-  }
-}
-
 /* {====== the runtime object ======} */
 
 static int runtime__gc(lua_State *L) {
   lasync__runtime *rt = (lasync__runtime *)lua_touserdata(L, 1);
-  lasync__close_signal(rt);
-  lasync__close_notifiers(rt);
-  lasync__close_processes(rt);
+  const lasync__subsystem *s = lasync__subsystems;
+  while (s->name) s++;
+  while (s-- > lasync__subsystems)  /* in reverse order of opening */
+    if (s->close) s->close(rt);
   close_wake(rt);
   if (rt->owns_loop && rt->loop) {
     /* abandoned work that is still stuck on a thread (a FIFO nobody opens) keeps the loop
     ** and its own memory: they stay allocated, so that a late completion touches no freed
     ** memory; nothing runs their callbacks any more */
-    if (drain_and_close(rt))
-      free(rt->own_loop);
-    else
-      give_up(L, rt);
+    if (lasync__close_loop(L, rt)) free(rt->own_loop);
     rt->own_loop = NULL;
     rt->loop = NULL;
   }
-  while (rt->abandoned) abandon_unlink(rt->abandoned);  /* their callbacks may still run (in
-                                                            a host's loop): rt is gone then */
+  lasync__forget_abandoned(rt);  /* their callbacks may still run (in a host's loop) */
   free(rt->heap);
   rt->heap = NULL;
   rt->nheap = 0;
@@ -373,6 +250,7 @@ static lasync__runtime *new_runtime(lua_State *L) {
     rt->owns_loop = 1;
   }
   lua_pop(L, 1);
+  rt->subsystems = lasync__subsystems;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   rt->L = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -394,22 +272,12 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
     {"new_error", loop_new_error}, {NULL, NULL}
   };
   lasync__runtime *rt = lasync__getruntime(L);
+  const lasync__subsystem *s;
   if (rt == NULL) rt = new_runtime(L);
   lua_newtable(L);
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, funcs, 1);
-  lasync__open_task(L, rt);
-  lasync__open_timer(L, rt);
-  lasync__open_scope(L, rt);
-  lasync__open_waitset(L, rt);
-  lasync__open_ops(L, rt);
-  lasync__open_http(L, rt);
-  lasync__open_fs(L, rt);
-  lasync__open_dns(L, rt);
-  lasync__open_signal(L, rt);
-  lasync__open_stream(L, rt);
-  lasync__open_process(L, rt);
-  lasync__open_thread(L, rt);
+  for (s = lasync__subsystems; s->name; s++) s->open(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);

@@ -6,7 +6,19 @@
 #include <string.h>
 #include "internal.h"
 
+lasync__runtime *lasync__getruntime(lua_State *L) {
+  lasync__runtime *rt;
+  lua_getfield(L, LUA_REGISTRYINDEX, LASYNC_RUNTIME_KEY);
+  rt = (lasync__runtime *)lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return rt;
+}
+
 /* {====== external operations ======} */
+
+int lasync__ops_pending(lasync__runtime *rt) {
+  return rt->nexternal > 0;  /* a host completes them, from outside the loop maybe */
+}
 
 static void op_cancel_once(lasync_op *op) {
   if (op->finished) return;
@@ -98,10 +110,6 @@ static void on_async(uv_async_t *h) {
   n->rt->notify_head = n;
 }
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 static void notifier_close(lasync__runtime *rt, lasync_notifier *n, lua_State *L) {
   lasync_notifier **p;
   if (n->closed) return;
@@ -112,7 +120,7 @@ static void notifier_close(lasync__runtime *rt, lasync_notifier *n, lua_State *L
       break;
     }
   n->async->data = NULL;
-  uv_close((uv_handle_t *)n->async, free_handle);
+  uv_close((uv_handle_t *)n->async, lasync__free_handle);
   n->async = NULL;
   if (L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->notifiers_ref);

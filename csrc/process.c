@@ -45,17 +45,13 @@ typedef struct lasync__proch {
   struct lasync__proch *next, *prev;
 } proch;
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 /* Unlinks the process handle from its runtime's list and closes it. */
 static void proch_close(uv_process_t *h) {
   proch *c = (proch *)h;
   if (c->prev) c->prev->next = c->next; else c->rt->procs = c->next;
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = NULL;
-  uv_close((uv_handle_t *)h, free_handle);
+  uv_close((uv_handle_t *)h, lasync__free_handle);
 }
 
 void lasync__close_processes(lasync__runtime *rt) {
@@ -408,12 +404,12 @@ static int core_process_spawn(lua_State *L) {
   free_strv(env);
   if (r != 0) {
     for (i = 0; i < 3; i++)
-      if (pipes[i]) uv_close((uv_handle_t *)pipes[i], free_handle);
+      if (pipes[i]) uv_close((uv_handle_t *)pipes[i], lasync__free_handle);
     if (p->h) {
       if (r == UV_ENOMEM)
         free(p->h);
       else
-        uv_close((uv_handle_t *)p->h, free_handle);  /* initialized even when spawn fails */
+        uv_close((uv_handle_t *)p->h, lasync__free_handle);  /* initialized even when spawn fails */
       p->h = NULL;
     }
     p->exited = 1;

@@ -397,6 +397,15 @@ void lasync__arm_wake(lasync__runtime *rt, double now) {
   uv_timer_start(rt->wake, on_wake, (uint64_t)delay, 0);
 }
 
+/* Whether a subsystem has work in flight that can wake a task although libuv's loop is not
+** alive (an external op a host completes). */
+static int pending(lasync__runtime *rt) {
+  const lasync__subsystem *s;
+  for (s = rt->subsystems; s->name; s++)
+    if (s->pending && s->pending(rt)) return 1;
+  return 0;
+}
+
 /* Returns 0 normally, or 1 when blocking was asked for but nothing can ever wake a task. */
 int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block) {
   double now = lasync__now();
@@ -405,7 +414,7 @@ int lasync__poll_loop(lua_State *L, lasync__runtime *rt, int block) {
   if (rt->ready_head) block = 0;
   if (block) {
     lasync__arm_wake(rt, now);
-    if (!lasync__loop_alive(rt) && rt->nexternal == 0) return 1;
+    if (!lasync__loop_alive(rt) && !pending(rt)) return 1;
   }
   rt->in_uv = 1;
   uv_run(rt->loop, block ? UV_RUN_ONCE : UV_RUN_NOWAIT);

@@ -75,10 +75,6 @@ static const char *signame(int num) {
   return name ? name : "?";
 }
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 static void on_signal(uv_signal_t *h, int signum) {
   lsig *s = (lsig *)h->data;
   (void)signum;
@@ -100,7 +96,7 @@ static void sig_close(lsig *s) {
   sigemptyset(&set);
   sigaddset(&set, signum);
   pthread_sigmask(SIG_BLOCK, &set, &old);
-  uv_close((uv_handle_t *)s->h, free_handle);  /* stops it now: libuv may reset the signal */
+  uv_close((uv_handle_t *)s->h, lasync__free_handle);  /* stops it now: libuv may reset the signal */
   s->h = NULL;
   if (__atomic_sub_fetch(&active[signum], 1, __ATOMIC_SEQ_CST) == 0) {
     struct sigaction cur;
@@ -151,7 +147,7 @@ static int signal_watch(lua_State *L) {
   rc = uv_signal_start(h, on_signal, signum);
   if (rc < 0) {
     __atomic_sub_fetch(&active[signum], 1, __ATOMIC_SEQ_CST);
-    uv_close((uv_handle_t *)h, free_handle);
+    uv_close((uv_handle_t *)h, lasync__free_handle);
     return luaL_error(L, "cannot watch %s: %s", signame(signum), uv_strerror(rc));
   }
   s->h = h;

@@ -1,6 +1,7 @@
 /*
 ** stream.c: the Stream type (one type for TCP connections, Unix sockets, pipes and process
-** stdio, all uv_stream_t based), listeners for servers, TCP connect and name resolution.
+** stdio, all uv_stream_t based), listeners for servers, and connecting (names are resolved by
+** dns.c; connect and shutdown are awaited requests of req.c).
 **
 ** A stream owns a malloc'd uv handle (freed in its close callback) and a read buffer. Reading
 ** is started when a task first reads and continues ahead while fewer than READ_HIGH bytes wait
@@ -70,10 +71,6 @@ typedef struct llistener {
 
 /* {====== helpers ======} */
 
-static void free_handle(uv_handle_t *h) {
-  free(h);
-}
-
 int lasync__stream_uverror(lua_State *L, const char *kind, int err, const char *what) {
   lasync__push_error(L, kind, "%s: %s (%s)", uv_err_name(err), uv_strerror(err), what);
   lua_pushstring(L, uv_err_name(err));
@@ -111,14 +108,6 @@ static int push_addr(lua_State *L, const struct sockaddr_storage *ss) {
   lua_pushstring(L, ip);
   lua_pushinteger(L, port);
   return 2;
-}
-
-/* Parses a numeric address; 0 on success. */
-static int parse_addr(const char *host, int port, struct sockaddr_storage *ss) {
-  memset(ss, 0, sizeof *ss);
-  if (uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0) return 0;
-  memset(ss, 0, sizeof *ss);
-  return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss);
 }
 
 /* {====== the stream: reading and writing, no Lua ======} */
@@ -306,7 +295,7 @@ static void stream_detach(lstream *s) {
   }
   if (s->h) {
     s->h->data = NULL;  /* callbacks still to come (cancelled writes) only free their memory */
-    uv_close((uv_handle_t *)s->h, free_handle);
+    uv_close((uv_handle_t *)s->h, lasync__free_handle);
     s->h = NULL;
   }
   s->reading = 0;
@@ -669,42 +658,31 @@ static int stream_queued(lua_State *L) {
 }
 
 typedef struct sreq {
+  lasync__req base;            /* must be first */
   uv_shutdown_t req;
-  lstream *s;                  /* touched only by shutdown_cancel, while the task holds it */
-  lasync_op *op;
-  int status;
-  unsigned char done, abandoned;
+  lstream *s;                  /* touched only by sreq_cancel, while the task holds it */
 } sreq;
 
+static void sreq_cancel(lasync__req *b) {
+  sreq *r = (sreq *)b;
+  if (r->s->werr == 0) r->s->werr = UV_ECANCELED;  /* as a cancelled write: close at once */
+}
+
+static const lasync__reqtype sreq_type = {sreq_cancel, NULL, 0};
+
 static void on_shutdown(uv_shutdown_t *req, int status) {
-  sreq *r = (sreq *)req;
-  if (r->abandoned) {
-    free(r);
-    return;
-  }
-  r->done = 1;
-  r->status = status;
-  lasync_op_complete(r->op, 0);
+  lasync__req_done(&lasync__container_of(req, sreq, req)->base, status);
 }
 
 static int shutdown_deliver(lua_State *L, void *data, int status) {
   sreq *r = (sreq *)data;
-  int st = r->status;
+  int st = r->base.status;
   (void)status;
-  free(r);
+  lasync__req_free(&r->base);
   if (st == UV_ECANCELED) return raise_closed(L, "shutdown");  /* nothing more was flushed */
   if (st < 0 && st != UV_ENOTCONN)
     return lasync__stream_uverror(L, io_kind(st), st, "shutdown");
   return 0;
-}
-
-static void shutdown_cancel(void *data) {
-  sreq *r = (sreq *)data;
-  if (r->s->werr == 0) r->s->werr = UV_ECANCELED;  /* as a cancelled write: close at once */
-  if (r->done)
-    free(r);
-  else
-    r->abandoned = 1;  /* on_shutdown frees it */
 }
 
 /* s:shutdown(): flushes the queued writes, then half-closes (the peer reads EOF). Reading
@@ -712,26 +690,21 @@ static void shutdown_cancel(void *data) {
 static int stream_shutdown(lua_State *L) {
   lstream *s = checkstream(L, 1);
   sreq *r;
-  lasync_op *op;
   int e;
   if (s->shut) return 0;
   (void)lasync__check_suspend(L, s->rt, "shutdown");
   if (s->werr) return lasync__stream_uverror(L, io_kind(s->werr), s->werr, "shutdown");
   lua_settop(L, 1);
-  op = lasync_op_new(L);
-  r = (sreq *)malloc(sizeof *r);
-  if (r == NULL) return luaL_error(L, "not enough memory");
-  memset(r, 0, sizeof *r);
-  r->op = op;
+  r = (sreq *)lasync__req_new(L, &sreq_type, sizeof *r);
   r->s = s;
   e = uv_shutdown(&r->req, s->h, on_shutdown);
-  if (e != 0) {
-    free(r);
+  if (e != 0) {  /* not started */
+    lasync__req_free(&r->base);
     if (e == UV_ENOTCONN) return 0;
     return lasync__stream_uverror(L, "network", e, "shutdown");
   }
   s->shut = 1;
-  return lasync_op_await(L, op, r, shutdown_deliver, shutdown_cancel);
+  return lasync__req_await(L, &r->base, 0, shutdown_deliver);
 }
 
 static int close_deliver(lua_State *L, void *data, int status) {
@@ -863,60 +836,58 @@ static int stream__tostring(lua_State *L) {
 /* {====== connect ======} */
 
 typedef struct creq {
+  lasync__req base;            /* must be first */
   uv_connect_t req;
-  uv_stream_t *h;              /* the handle being connected; closed if the connect fails */
-  lasync__runtime *rt;
-  lasync_op *op;
-  int status;
-  unsigned char done, abandoned;
+  uv_stream_t *h;              /* the handle being connected, until closed or taken */
 } creq;
 
-static void on_connect(uv_connect_t *req, int status) {
-  creq *c = (creq *)req;
-  if (c->abandoned) {
-    free(c);
-    return;
+static void creq_cancel(lasync__req *b) {
+  creq *c = (creq *)b;
+  if (!b->done) {  /* closing the handle makes libuv call on_connect with UV_ECANCELED */
+    uv_close((uv_handle_t *)c->h, lasync__free_handle);
+    c->h = NULL;
   }
-  c->done = 1;
-  c->status = status;
-  lasync_op_complete(c->op, 0);
+}
+
+static void creq_release(lasync__req *b, int taken) {
+  creq *c = (creq *)b;
+  (void)taken;  /* the deliver function takes the handle (c->h = NULL) */
+  if (c->h) uv_close((uv_handle_t *)c->h, lasync__free_handle);  /* connected, not taken */
+}
+
+static const lasync__reqtype creq_type = {creq_cancel, creq_release, 0};
+
+static void on_connect(uv_connect_t *req, int status) {
+  lasync__req_done(&lasync__container_of(req, creq, req)->base, status);
 }
 
 static int connect_deliver(lua_State *L, void *data, int status) {
   creq *c = (creq *)data;
-  lasync__runtime *rt = c->rt;
+  lasync__runtime *rt = c->base.rt;
   uv_stream_t *h = c->h;
-  int st = c->status;
+  int st = c->base.status;
   (void)status;
-  free(c);
+  c->h = NULL;
+  lasync__req_free(&c->base);
   if (st != 0) {
-    uv_close((uv_handle_t *)h, free_handle);
+    uv_close((uv_handle_t *)h, lasync__free_handle);
     return lasync__stream_uverror(L, st == UV_ETIMEDOUT ? "timeout" : "connect", st, "connect");
   }
   lasync__stream_wrap(L, rt, h);
   return 1;
 }
 
-static void connect_cancel(void *data) {
-  creq *c = (creq *)data;
-  if (c->done) {  /* connected (or failed) but the task was cancelled before it resumed */
-    uv_close((uv_handle_t *)c->h, free_handle);
+/* A new connect request with a malloc'd, uninitialized handle of `size` bytes in c->h; pushes
+** its op. [-0, +1, e] */
+static creq *new_connect(lua_State *L, size_t size) {
+  creq *c = (creq *)lasync__req_new(L, &creq_type, sizeof *c);
+  c->h = (uv_stream_t *)malloc(size);
+  if (c->h == NULL) {
     free(c);
-    return;
+    luaL_error(L, "not enough memory");
+    return NULL;  /* not reached */
   }
-  c->abandoned = 1;  /* closing the handle makes libuv call on_connect with UV_ECANCELED */
-  uv_close((uv_handle_t *)c->h, free_handle);
-}
-
-static int start_connect(lua_State *L, uv_stream_t *h, creq *c, int r) {
-  lasync_op *op = (lasync_op *)lua_touserdata(L, -1);
-  if (r != 0) {
-    free(c);
-    uv_close((uv_handle_t *)h, free_handle);
-    return lasync__stream_uverror(L, "connect", r, "connect");
-  }
-  c->op = op;
-  return lasync_op_await(L, op, c, connect_deliver, connect_cancel);
+  return c;
 }
 
 /* core.tcp_connect(ip, port) -> Stream; ip is a numeric IPv4 or IPv6 address */
@@ -925,24 +896,14 @@ static int core_tcp_connect(lua_State *L) {
   const char *ip = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   struct sockaddr_storage ss;
-  uv_tcp_t *h;
   creq *c;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0-65535");
-  if (parse_addr(ip, (int)port, &ss) != 0) luaL_argerror(L, 1, "not a numeric IP address");
-  lasync_op_new(L);
-  h = (uv_tcp_t *)malloc(sizeof *h);
-  c = (creq *)malloc(sizeof *c);
-  if (h == NULL || c == NULL) {
-    free(h);
-    free(c);
-    return luaL_error(L, "not enough memory");
-  }
-  memset(c, 0, sizeof *c);
-  c->rt = rt;
-  uv_tcp_init(rt->loop, h);
-  c->h = (uv_stream_t *)h;
-  return start_connect(L, (uv_stream_t *)h, c,
-                       uv_tcp_connect(&c->req, h, (struct sockaddr *)&ss, on_connect));
+  if (lasync__parse_addr(ip, (int)port, &ss) != 0) luaL_argerror(L, 1, "not a numeric IP address");
+  c = new_connect(L, sizeof(uv_tcp_t));
+  uv_tcp_init(rt->loop, (uv_tcp_t *)c->h);
+  return lasync__req_await(L, &c->base, uv_tcp_connect(&c->req, (uv_tcp_t *)c->h,
+                                                       (struct sockaddr *)&ss, on_connect),
+                           connect_deliver);
 }
 
 /* libuv 1.44 silently truncates a socket path that does not fit in sun_path. */
@@ -960,122 +921,10 @@ static const char *check_sockpath(lua_State *L, int idx) {
 static int core_pipe_connect(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   const char *path = check_sockpath(L, 1);
-  uv_pipe_t *h;
-  creq *c;
-  lasync_op_new(L);
-  h = (uv_pipe_t *)malloc(sizeof *h);
-  c = (creq *)malloc(sizeof *c);
-  if (h == NULL || c == NULL) {
-    free(h);
-    free(c);
-    return luaL_error(L, "not enough memory");
-  }
-  memset(c, 0, sizeof *c);
-  c->rt = rt;
-  uv_pipe_init(rt->loop, h, 0);
-  c->h = (uv_stream_t *)h;
-  uv_pipe_connect(&c->req, h, path, on_connect);  /* errors come to on_connect */
-  return start_connect(L, (uv_stream_t *)h, c, 0);
-}
-
-/* {====== name resolution ======} */
-
-typedef struct gaireq {
-  uv_getaddrinfo_t req;
-  lasync_op *op;
-  struct addrinfo *res;
-  int status;
-  unsigned char done, abandoned;
-} gaireq;
-
-static void on_getaddrinfo(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-  gaireq *g = (gaireq *)req;
-  if (g->abandoned) {
-    uv_freeaddrinfo(res);
-    free(g);
-    return;
-  }
-  g->done = 1;
-  g->status = status;
-  g->res = res;
-  lasync_op_complete(g->op, 0);
-}
-
-static void resolve_cancel(void *data) {
-  gaireq *g = (gaireq *)data;
-  if (g->done) {
-    uv_freeaddrinfo(g->res);
-    free(g);
-    return;
-  }
-  g->abandoned = 1;
-  uv_cancel((uv_req_t *)&g->req);  /* if it still waits for a thread; on_getaddrinfo frees */
-}
-
-static int resolve_deliver(lua_State *L, void *data, int status) {
-  gaireq *g = (gaireq *)data;
-  struct addrinfo *ai, *res = g->res;
-  int st = g->status, n = 0;
-  (void)status;
-  free(g);
-  if (st != 0) {
-    uv_freeaddrinfo(res);
-    return lasync__raise_dns(L, st, 1);
-  }
-  lua_newtable(L);
-  for (ai = res; ai; ai = ai->ai_next) {
-    struct sockaddr_storage ss;
-    int i, dup = 0;
-    if (ai->ai_family != AF_INET && ai->ai_family != AF_INET6) continue;
-    memset(&ss, 0, sizeof ss);
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    push_addr(L, &ss);
-    lua_pop(L, 1);  /* the port */
-    for (i = 1; i <= n && !dup; i++) {  /* getaddrinfo repeats addresses per socket type */
-      lua_rawgeti(L, -2, i);
-      dup = lua_rawequal(L, -1, -2);
-      lua_pop(L, 1);
-    }
-    if (dup)
-      lua_pop(L, 1);
-    else
-      lua_rawseti(L, -2, ++n);
-  }
-  uv_freeaddrinfo(res);
-  return 1;
-}
-
-/* core.tcp_resolve(host) -> list of numeric addresses (a numeric host is returned as is,
-** without suspending) */
-static int core_tcp_resolve(lua_State *L) {
-  lasync__runtime *rt = lasync__rt(L);
-  const char *host = luaL_checkstring(L, 1);
-  struct sockaddr_storage ss;
-  struct addrinfo hints;
-  gaireq *g;
-  lasync_op *op;
-  int r;
-  lua_settop(L, 1);
-  if (parse_addr(host, 0, &ss) == 0) {
-    lua_createtable(L, 1, 0);
-    lua_pushvalue(L, 1);
-    lua_rawseti(L, -2, 1);
-    return 1;
-  }
-  op = lasync_op_new(L);
-  g = (gaireq *)malloc(sizeof *g);
-  if (g == NULL) return luaL_error(L, "not enough memory");
-  memset(g, 0, sizeof *g);
-  g->op = op;
-  memset(&hints, 0, sizeof hints);
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  r = uv_getaddrinfo(rt->loop, &g->req, on_getaddrinfo, host, NULL, &hints);
-  if (r != 0) {
-    free(g);
-    return lasync__stream_uverror(L, "dns", r, host);
-  }
-  return lasync_op_await(L, op, g, resolve_deliver, resolve_cancel);
+  creq *c = new_connect(L, sizeof(uv_pipe_t));
+  uv_pipe_init(rt->loop, (uv_pipe_t *)c->h, 0);
+  uv_pipe_connect(&c->req, (uv_pipe_t *)c->h, path, on_connect);  /* errors come to on_connect */
+  return lasync__req_await(L, &c->base, 0, connect_deliver);
 }
 
 /* {====== listeners ======} */
@@ -1103,7 +952,7 @@ static llistener *checklistener(lua_State *L, int idx) {
 static void listener_detach(llistener *l) {
   if (l->h) {
     l->h->data = NULL;
-    uv_close((uv_handle_t *)l->h, free_handle);
+    uv_close((uv_handle_t *)l->h, lasync__free_handle);
     l->h = NULL;
   }
   if (l->path) {
@@ -1152,7 +1001,7 @@ static int accept_step(lua_State *L, llistener *l) {
       lasync__stream_wrap(L, l->rt, c);
       return 1;
     }
-    uv_close((uv_handle_t *)c, free_handle);
+    uv_close((uv_handle_t *)c, lasync__free_handle);
     if (r != UV_EAGAIN) return lasync__stream_uverror(L, "network", r, "accept");
   }
   if (l->err) {
@@ -1231,7 +1080,7 @@ static int core_tcp_listen(lua_State *L) {
   llistener *l;
   uv_tcp_t *h;
   luaL_argcheck(L, port >= 0 && port <= 65535, 2, "port must be 0-65535");
-  if (parse_addr(ip, (int)port, &ss) != 0) luaL_argerror(L, 1, "not a numeric IP address");
+  if (lasync__parse_addr(ip, (int)port, &ss) != 0) luaL_argerror(L, 1, "not a numeric IP address");
   l = new_listener(L, rt);
   l->tcp = 1;
   h = (uv_tcp_t *)malloc(sizeof *h);
@@ -1295,7 +1144,7 @@ void lasync__open_stream(lua_State *L, lasync__runtime *rt) {
   };
   static const luaL_Reg funcs[] = {
     {"tcp_connect", core_tcp_connect}, {"pipe_connect", core_pipe_connect},
-    {"tcp_resolve", core_tcp_resolve}, {"tcp_listen", core_tcp_listen},
+    {"tcp_listen", core_tcp_listen},
     {"pipe_listen", core_pipe_listen}, {NULL, NULL}
   };
   struct sigaction sa;

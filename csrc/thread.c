@@ -12,10 +12,10 @@
 ** of these; a table reached twice (shared, or a cycle) is one table on the other side too.
 ** Metatables are not copied. Anything else is refused with its path (".a[2].b").
 **
-** Lifetimes. A job is freed by whoever sees it last: the task when it takes the results
-** (deliver), or the after-work callback when the task no longer waits (it was cancelled: the
-** job is "abandoned", and uv_cancel'ed if it did not start yet), or the cancel callback if the
-** results arrived before the task resumed. Worker states live in the pool (a malloc'd struct,
+** Lifetimes. A job is a request of req.c, freed by whoever sees it last: the task when it takes
+** the results (deliver), or the after-work callback when the task no longer waits (it was
+** cancelled: the job is "abandoned", and uv_cancel'ed if it did not start yet), or the cancel
+** callback if the results arrived before the task resumed. Worker states live in the pool (a malloc'd struct,
 ** not Lua memory, because after-work callbacks may run after the Lua state closed when a host
 ** owns the loop); the pool's Lua finalizer abandons every job in flight and closes idle states;
 ** a state still busy on a pool thread is closed when its job ends, and the last job frees the
@@ -422,9 +422,9 @@ enum { J_PENDING, J_OK, J_ERROR, J_BADRESULT, J_FAIL, J_CANCELED };
 typedef struct tpool tpool;
 
 typedef struct job {
+  lasync__req base;            /* must be first: awaited through req.c */
   uv_work_t req;
   tpool *pool;
-  lasync_op *op;               /* the waiting task's op, until the job is abandoned */
   struct job *next, *prev;     /* in the pool's list of jobs in flight (loop thread only) */
   char *in;                    /* bytecode and arguments (owned) */
   size_t nin, ncode;
@@ -432,8 +432,8 @@ typedef struct job {
   size_t nout;
   int status;                  /* J_*, set by the worker */
   int bad;                     /* J_BADRESULT: which result */
-  unsigned char abandoned;     /* the task no longer waits: written under the pool's mutex */
-  unsigned char completed;     /* the after-work callback ran */
+  unsigned char abandoned;     /* the task no longer waits: written under the pool's mutex, for
+                                  the worker thread (base.op says it on the loop thread) */
 } job;
 
 struct tpool {
@@ -454,22 +454,31 @@ static void pool_free(tpool *p) {
   free(p);
 }
 
-/* Unlinks and frees a job; returns the number of jobs left. */
-static int job_release(job *j) {
+/* The seam's release: unlinks the job and frees its buffers (req.c frees the job), and the pool
+** with the last job once the Lua state closed. */
+static void job_release(lasync__req *b, int taken) {
+  job *j = (job *)b;
   tpool *p = j->pool;
+  (void)taken;  /* the deliver function takes the output buffer (j->out = NULL) */
   if (j->next) j->next->prev = j->prev;
   if (j->prev) j->prev->next = j->next; else p->jobs = j->next;
   free(j->in);
   free(j->out);
-  free(j);
-  return --p->njobs;
+  if (--p->njobs == 0 && p->closed) pool_free(p);
 }
 
-/* Frees a job, and the pool with the last job once the Lua state closed. */
-static void job_free(job *j) {
-  tpool *p = j->pool;
-  if (job_release(j) == 0 && p->closed) pool_free(p);
+/* The seam's cancel: the task no longer waits (runs no Lua). A job a pool thread runs already
+** cannot be stopped: its completion frees it. */
+static void job_cancel(lasync__req *b) {
+  job *j = (job *)b;
+  if (b->done) return;  /* the results arrived first: nobody will take them */
+  uv_mutex_lock(&j->pool->mu);
+  j->abandoned = 1;
+  uv_mutex_unlock(&j->pool->mu);
+  uv_cancel((uv_req_t *)&j->req);  /* if it did not start: on_after_work gets UV_ECANCELED */
 }
+
+static const lasync__reqtype job_type = {job_cancel, job_release, 0};
 
 /* Stores a copy of the message at the top of a worker state as the job's outcome. */
 static void job_message(job *j, lua_State *L, int status) {
@@ -696,28 +705,8 @@ static void on_work(uv_work_t *req) {
 /* uv_queue_work's after-work callback, on the loop thread: runs no Lua of the main state. */
 static void on_after_work(uv_work_t *req, int status) {
   job *j = lasync__container_of(req, job, req);
-  j->completed = 1;
   if (status == UV_ECANCELED) j->status = J_CANCELED;
-  if (j->abandoned) {
-    job_free(j);
-    return;
-  }
-  lasync_op_complete(j->op, 0);  /* the task frees the job when it takes the results */
-}
-
-/* lasync_op cancel: the task no longer waits (runs no Lua). */
-static void on_cancel(void *data) {
-  job *j = (job *)data;
-  tpool *p = j->pool;
-  if (j->completed) {  /* the results arrived first: nobody will take them */
-    job_free(j);
-    return;
-  }
-  uv_mutex_lock(&p->mu);
-  j->abandoned = 1;
-  uv_mutex_unlock(&p->mu);
-  j->op = NULL;
-  uv_cancel((uv_req_t *)&j->req);  /* if it did not start: on_after_work gets UV_ECANCELED */
+  lasync__req_done(&j->base, 0);  /* the task frees the job when it takes the results */
 }
 
 /* {====== Lua API ======} */
@@ -732,7 +721,7 @@ static int on_deliver(lua_State *L, void *data, int status) {
   b->p = j->out;
   b->n = j->nout;
   j->out = NULL;
-  job_free(j);
+  lasync__req_free(&j->base);
   switch (js) {
     case J_OK: {
       int n = dec_values(L, b->p, b->n);
@@ -855,7 +844,6 @@ static void sync_paths(lua_State *L, tpool *p) {
 static int core_to_thread(lua_State *L) {
   tpool *p = *(tpool **)lua_touserdata(L, lua_upvalueindex(2));
   int n = lua_gettop(L), bad;
-  lasync_op *op;
   wbuf *b;
   size_t ncode;
   const char *code;
@@ -866,10 +854,9 @@ static int core_to_thread(lua_State *L) {
   ** free pool thread already picked up) */
   lasync__check_cancel(L, lasync__rt(L), lasync__check_suspend(L, lasync__rt(L), "to_thread"));
   sync_paths(L, p);
-  op = lasync_op_new(L);                                   /* n + 1 */
-  push_code(L);                                            /* n + 2 */
-  b = newbuf(L);                                           /* n + 3 */
-  code = lua_tolstring(L, n + 2, &ncode);
+  push_code(L);                                            /* n + 1 */
+  b = newbuf(L);                                           /* n + 2 */
+  code = lua_tolstring(L, n + 1, &ncode);
   b->p = (char *)malloc(ncode + 256);  /* the code and, usually, the arguments */
   if (b->p == NULL) return luaL_error(L, "not enough memory");
   b->cap = ncode + 256;
@@ -880,26 +867,23 @@ static int core_to_thread(lua_State *L) {
                     "and tables of these can", lua_tostring(L, -1));
     return argerror(L, bad + 1, lua_tostring(L, -1));
   }
-  j = (job *)malloc(sizeof *j);
-  if (j == NULL) return luaL_error(L, "not enough memory");
-  memset(j, 0, sizeof *j);
+  j = (job *)lasync__req_new(L, &job_type, sizeof *j);     /* n + 3: its op */
   j->pool = p;
-  j->op = op;
   j->in = b->p;
   j->nin = b->n;
   j->ncode = ncode;
   b->p = NULL;
-  if (uv_queue_work(lasync__rt(L)->loop, &j->req, on_work, on_after_work) != 0) {
-    free(j->in);
-    free(j);
-    return luaL_error(L, "to_thread: cannot queue work on the thread pool");
-  }
   p->njobs++;
   j->next = p->jobs;
   if (p->jobs) p->jobs->prev = j;
   p->jobs = j;
-  lua_settop(L, n + 1);  /* the op stays on the stack until the await */
-  return lasync_op_await(L, op, j, on_deliver, on_cancel);
+  if (uv_queue_work(lasync__rt(L)->loop, &j->req, on_work, on_after_work) != 0) {
+    lasync__req_free(&j->base);
+    return luaL_error(L, "to_thread: cannot queue work on the thread pool");
+  }
+  lua_replace(L, n + 1);  /* the op stays on the stack until the await */
+  lua_settop(L, n + 1);
+  return lasync__req_await(L, &j->base, 0, on_deliver);
 }
 
 /* The pool's finalizer (lua_close): no task will take results any more. Jobs in flight are
@@ -909,33 +893,29 @@ static int pool__gc(lua_State *L) {
   tpool **pp = (tpool **)lua_touserdata(L, 1);
   tpool *p = *pp;
   wstate *w;
-  job *j;
+  job *j, *next;
   if (p == NULL) return 0;
   *pp = NULL;
   uv_mutex_lock(&p->mu);
   p->closed = 1;
-  for (j = p->jobs; j; j = j->next) {
-    j->abandoned = 1;
-    j->op = NULL;
-  }
   w = p->idle;
   p->idle = NULL;
   uv_mutex_unlock(&p->mu);
-  for (j = p->jobs; j; j = j->next)
-    if (!j->completed) uv_cancel((uv_req_t *)&j->req);
   while (w) {
-    wstate *next = w->next;
+    wstate *wnext = w->next;
     wstate_close(w);
-    w = next;
+    w = wnext;
   }
-  /* completed jobs whose task never resumed: nothing else will free them */
-  j = p->jobs;
-  while (j) {
-    job *next = j->next;
-    if (j->completed) job_release(j);
-    j = next;
+  if (p->njobs == 0) {
+    pool_free(p);
+    return 0;
   }
-  if (p->njobs == 0) pool_free(p);  /* else the last job's after-work callback frees it */
+  /* a job whose results arrived but whose task never resumed is freed now, one in flight when
+  ** its after-work callback runs; the last one frees the pool */
+  for (j = p->jobs; j; j = next) {
+    next = j->next;
+    lasync__req_drop(&j->base);
+  }
   return 0;
 }
 

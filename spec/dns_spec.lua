@@ -30,6 +30,13 @@ describe("async.dns.resolve", function()
     assert.same({ "::1" }, dns.resolve("::1", { family = "inet6" }))
   end)
 
+  helper.it("answers a numeric address at once, when it is of the family asked for", function()
+    assert.same({ "127.0.0.1" }, helper.completes_without_suspending(dns.resolve, "127.0.0.1"))
+    assert.same({ "::1" }, helper.completes_without_suspending(dns.resolve, "::1", { family = 6 }))
+    local err = helper.expect_kind("dns", dns.resolve, "::1", { family = 4 })
+    assert.equal("::1", err.host)
+  end)
+
   helper.it("a name that does not resolve raises kind 'dns' with the code and the host", function()
     local err = helper.expect_kind("dns", dns.resolve, "no-such-host.invalid")
     assert.is_string(err.code)

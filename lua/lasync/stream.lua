@@ -72,7 +72,7 @@ end
 -- {====== clients ======}
 
 local function connect_any(host, port)
-  local addrs = core.tcp_resolve(host)
+  local addrs = core.dns_resolve(host)
   if #addrs == 0 then
     error(new_error("dns", "no address for " .. host, { host = host, code = "EAI_NONAME" }), 0)
   end
@@ -184,7 +184,7 @@ function tcp.serve(host, port, handler, opts)
   check_handler("tcp.serve", handler)
   opts = check.options(SERVE, opts)
   local backlog = math.tointeger(opts.backlog)
-  local addrs = core.tcp_resolve(host)
+  local addrs = core.dns_resolve(host)
   if #addrs == 0 then
     error(new_error("dns", "no address for " .. host, { host = host, code = "EAI_NONAME" }), 2)
   end
