@@ -24,11 +24,9 @@
 -- CHECK_TIMEOUT=seconds in the environment changes the time limit per example (default 10).
 local TIMEOUT = tonumber(os.getenv("CHECK_TIMEOUT")) or 10
 
-local verbose = false
-local targets = {}
-for _, a in ipairs(arg) do
-  if a == "-v" then verbose = true else targets[#targets + 1] = a end
-end
+local C = dofile((arg[0]:match("^(.*)/") or ".") .. "/check_common.lua")
+local list, read = C.list, C.read
+local verbose, targets = C.args(arg)
 
 local function exists(path)
   local f = io.open(path, "r")
@@ -41,25 +39,10 @@ if not exists("build/lasync") then
   os.exit(2)
 end
 
-local function list(cmd)
-  local out = {}
-  local p = assert(io.popen(cmd))
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
-  return out
-end
-
 if #targets == 0 then
   for _, f in ipairs(list("ls docs/*.md 2>/dev/null")) do targets[#targets + 1] = f end
   for _, f in ipairs(list("ls docs/api/*.md 2>/dev/null")) do targets[#targets + 1] = f end
   for _, f in ipairs(list("ls examples/*.lua 2>/dev/null")) do targets[#targets + 1] = f end
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 local function write(path, s)

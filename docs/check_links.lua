@@ -18,19 +18,9 @@
 -- Prints one line per dead link, `file:line: dead link target (reason)`, and exits with
 -- status 1 when there is any.
 
-local verbose = false
-local targets = {}
-for _, a in ipairs(arg) do
-  if a == "-v" then verbose = true else targets[#targets + 1] = a end
-end
-
-local function list(cmd)
-  local out = {}
-  local p = assert(io.popen(cmd))
-  for line in p:lines() do out[#out + 1] = line end
-  p:close()
-  return out
-end
+local C = dofile((arg[0]:match("^(.*)/") or ".") .. "/check_common.lua")
+local list, read = C.list, C.read
+local verbose, targets = C.args(arg)
 
 if #targets == 0 then
   targets[1] = "README.md"
@@ -53,13 +43,6 @@ local function kind_of(path)
     end
   end
   return kinds[path] or nil
-end
-
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("a")
-  f:close()
-  return s
 end
 
 -- Calls fn(line_number, line) for each line of a Markdown file outside fenced code blocks.
