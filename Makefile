@@ -37,7 +37,8 @@ BUSTED := $(LUA) /usr/bin/busted
 .PHONY: all test check check-asan check-valgrind bench install uninstall clean demo lint \
   embed-example
 
-all: $(BUILD)/lasync $(BUILD)/lib/lasync/core.so $(BUILD)/liblasync.a $(BUILD)/embed-host
+all: $(BUILD)/lasync $(BUILD)/lib/lasync/core.so $(BUILD)/liblasync.a $(BUILD)/embed-host \
+  $(BUILD)/close-early-host
 
 $(BUILD)/obj/%.o: csrc/%.c $(HDRS) | $(BUILD)/obj
 	$(CC) $(CFLAGS_ALL) -c $< -o $@
@@ -60,6 +61,11 @@ $(BUILD)/embed-host: examples/embed/host.c $(BUILD)/liblasync.a $(HDRS)
 	$(CC) $(CFLAGS_ALL) -Icsrc -o $@ $< $(BUILD)/liblasync.a $(UV_LIBS) $(LUA_LIBS) -lm \
 	  $(LDFLAGS)
 
+# A test host for spec/embed_spec.lua: closes its Lua state while requests are in flight.
+$(BUILD)/close-early-host: spec/support/close_early_host.c $(BUILD)/liblasync.a $(HDRS)
+	$(CC) $(CFLAGS_ALL) -Icsrc -o $@ $< $(BUILD)/liblasync.a $(UV_LIBS) $(LUA_LIBS) -lm \
+	  $(LDFLAGS)
+
 embed-example: $(BUILD)/embed-host
 
 # The demo: what README's first command runs.
@@ -75,15 +81,16 @@ lint:
 	luacheck lua spec bench examples
 
 # Sanitizers: a separate build tree, loaded into lua5.4 with the ASan runtime preloaded.
-# LeakSanitizer runs in lua5.4 (the spec suite) and in build-asan/lasync only: the programs the
-# specs start (sh, bash, python3, ...) inherit LD_PRELOAD and ASAN_OPTIONS, and their own
-# leaks at exit are not lasync's; ASan reads spec/support/asan-<program name>.options
-# (include_if_exists with %b), which turns leak detection on for those two.
+# LeakSanitizer runs in lua5.4 (the spec suite) and in lasync's own programs only (lasync,
+# close-early-host): the programs the specs start (sh, bash, python3, ...) inherit LD_PRELOAD
+# and ASAN_OPTIONS, and their own leaks at exit are not lasync's; ASan reads
+# spec/support/asan-<program name>.options (include_if_exists with %b), which turns leak
+# detection on for lasync's.
 ASAN_LIB := $(shell $(CC) -print-file-name=libasan.so)
 check-asan:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
 	  SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" \
-	  build-asan/lib/lasync/core.so build-asan/lasync
+	  build-asan/lib/lasync/core.so build-asan/lasync build-asan/close-early-host
 	LD_PRELOAD=$(ASAN_LIB) \
 	  ASAN_OPTIONS=abort_on_error=1:detect_leaks=0:include_if_exists=$(CURDIR)/spec/support/asan-%b.options \
 	  LSAN_OPTIONS=suppressions=$(CURDIR)/spec/support/lsan.supp:print_suppressions=0 \

@@ -32,6 +32,7 @@
 typedef struct lasync__runtime lasync__runtime;
 typedef struct lasync__task lasync__task;
 typedef struct lasync__subsystem lasync__subsystem;
+typedef struct lasync__req lasync__req;
 
 /* The classes of lasync.core: their metatables are kept by address for fast type checks. */
 enum {
@@ -193,6 +194,7 @@ struct lasync__runtime {
   unsigned char owns_loop;
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
   struct lasync__proch *procs; /* process.c: open process handles, closed at teardown */
+  lasync__req *reqs;           /* req.c: requests a task waits for (op != NULL) */
   const lasync__subsystem *subsystems;  /* lasync__subsystems */
 };
 
@@ -203,7 +205,8 @@ struct lasync__runtime {
 ** whether anything can still wake a task when libuv's loop is not alive. */
 struct lasync__subsystem {
   const char *name;            /* NULL ends the list */
-  /* Adds its functions and classes to the lasync.core table at the top. [-0, +0, e] */
+  /* Adds its functions and classes to the lasync.core table at the top. [-0, +0, e] NULL:
+  ** nothing to add. */
   void (*open)(lua_State *L, lasync__runtime *rt);
   /* At runtime teardown, before the loop is drained: closes what would outlive the runtime
   ** (handles nobody will close, process-wide state). Runs no Lua. NULL: nothing to close. */
@@ -370,7 +373,6 @@ void lasync__free_handle(uv_handle_t *h);
 ** second of its two ends comes: the completion (lasync__req_done, from the libuv callback) and
 ** the task (it takes the results in its deliver function, which MUST call lasync__req_free,
 ** before it raises too; or it is cancelled). */
-typedef struct lasync__req lasync__req;
 typedef struct lasync__reqtype {
   /* The waiting task was cancelled; r->done says whether the completion came already. Runs no
   ** Lua, while the task's stack still holds what the call was given. For a request still in
@@ -387,6 +389,7 @@ typedef struct lasync__reqtype {
 struct lasync__req {
   const lasync__reqtype *type;
   lasync__runtime *rt;
+  lasync__req *next, *prev;    /* in rt->reqs while op != NULL */
   lasync_op *op;               /* the waiting task's op; NULL once the task gave up */
   lasync__abandoned ab;        /* pool work: linked while abandoned and still running */
   int status;                  /* what the completion said */
@@ -406,8 +409,12 @@ void lasync__req_done(lasync__req *r, int status);
 /* For deliver functions: frees r, whose results were taken. */
 void lasync__req_free(lasync__req *r);
 /* Nobody will take r's results (its Lua state is closing): frees it if it completed, else its
-** completion will, as when its task is cancelled. Runs no Lua. */
+** completion will, as when its task is cancelled. Does nothing if its task gave up already.
+** Runs no Lua. */
 void lasync__req_drop(lasync__req *r);
+/* The subsystem's close: drops every request a task still waits for (the Lua state is
+** closing; in a host's loop their callbacks may come after lua_close). */
+void lasync__close_reqs(lasync__runtime *rt);
 
 /* Abandoned thread-pool work: linked when its task gave up on it (lasync__abandon), unlinked
 ** when its callback runs (lasync__abandon_end, harmless when not linked). Neither runs Lua. */

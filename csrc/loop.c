@@ -277,7 +277,8 @@ LASYNC_API int luaopen_lasync_core(lua_State *L) {
   lua_newtable(L);
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, funcs, 1);
-  for (s = lasync__subsystems; s->name; s++) s->open(L, rt);
+  for (s = lasync__subsystems; s->name; s++)
+    if (s->open) s->open(L, rt);
   lua_pushlightuserdata(L, &lasync__yield_tag);
   lua_setfield(L, -2, "TAG");
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->mtref[LASYNC_CLS_TASK]);

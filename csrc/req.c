@@ -20,8 +20,18 @@ void lasync__free_handle(uv_handle_t *h) {
 
 /* {====== awaited requests ======} */
 
+/* Takes r out of rt->reqs: its task no longer waits for it. */
+static void req_unlink(lasync__req *r) {
+  if (r->op == NULL) return;  /* not linked */
+  if (r->prev) r->prev->next = r->next; else r->rt->reqs = r->next;
+  if (r->next) r->next->prev = r->prev;
+  r->next = r->prev = NULL;
+  r->op = NULL;
+}
+
 /* Frees r; taken: the deliver function took its results. */
 static void req_free(lasync__req *r, int taken) {
+  req_unlink(r);
   if (r->type->release) r->type->release(r, taken);
   free(r);
 }
@@ -29,7 +39,7 @@ static void req_free(lasync__req *r, int taken) {
 /* lasync_op's cancel: the waiting task was cancelled, before or after the completion came. */
 static void req_cancel(void *data) {
   lasync__req *r = (lasync__req *)data;
-  r->op = NULL;
+  req_unlink(r);
   if (!r->done && r->type->pool) lasync__abandon(r->rt, &r->ab);
   if (r->type->cancel) r->type->cancel(r);
   if (r->done) req_free(r, 0);  /* completed, but the task was cancelled before it resumed */
@@ -42,6 +52,9 @@ void *lasync__req_new(lua_State *L, const lasync__reqtype *type, size_t size) {
   r->type = type;
   r->rt = op->rt;
   r->op = op;
+  r->next = r->rt->reqs;  /* linked while its task waits for it */
+  if (r->next) r->next->prev = r;
+  r->rt->reqs = r;
   return r;
 }
 
@@ -71,7 +84,11 @@ void lasync__req_free(lasync__req *r) {
 }
 
 void lasync__req_drop(lasync__req *r) {
-  req_cancel(r);
+  if (r->op != NULL) req_cancel(r);  /* (an abandoned one must not be abandoned twice) */
+}
+
+void lasync__close_reqs(lasync__runtime *rt) {
+  while (rt->reqs) lasync__req_drop(rt->reqs);  /* each drop unlinks it */
 }
 
 /* {====== abandoned thread-pool work ======} */

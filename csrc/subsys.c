@@ -13,6 +13,7 @@ const lasync__subsystem lasync__subsystems[] = {
   {"scope",     lasync__open_scope,     NULL,                     NULL},
   {"waitset",   lasync__open_waitset,   NULL,                     NULL},
   {"ops",       lasync__open_ops,       lasync__close_notifiers,  lasync__ops_pending},
+  {"req",       NULL,                   lasync__close_reqs,       NULL},
   {"http",      lasync__open_http,      NULL,                     NULL},
   {"fs",        lasync__open_fs,        NULL,                     NULL},
   {"dns",       lasync__open_dns,       NULL,                     NULL},

@@ -898,6 +898,8 @@ static int pool__gc(lua_State *L) {
   *pp = NULL;
   uv_mutex_lock(&p->mu);
   p->closed = 1;
+  for (j = p->jobs; j; j = j->next)  /* in the same locked section: a worker that picks up a */
+    j->abandoned = 1;                /* queued job now skips it */
   w = p->idle;
   p->idle = NULL;
   uv_mutex_unlock(&p->mu);

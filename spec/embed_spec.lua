@@ -41,6 +41,32 @@ print(pcall(t.await, t))
                  .. "false\tcancelled: task 'task-3' was cancelled: late\n", r.stdout)
   end)
 
+  -- close-early-host (spec/support/close_early_host.c) closes its Lua state while the task
+  -- still waits for a request, or after the request completed but before the task resumed; its
+  -- own loop then runs on: the request's callback must not touch the closed state (ASan, under
+  -- make check-asan), nothing may leak (LeakSanitizer), no handle may be left open.
+  it("closing the Lua state while requests are in flight frees them; the host's loop closes", function()
+    local early = helper.BUILD .. "/close-early-host"
+    local scripts = {
+      "return require('lasync.fs').stat('/')",
+      "return require('lasync.fs').read_file('/etc/hostname')",
+      "return require('lasync.dns').resolve('localhost')",
+      "return require('lasync').to_thread(function(n) return n + 1 end, 41)",
+      [[local async = require('lasync')
+        local srv = async.tcp.serve('127.0.0.1', 0, function(s) s:read_all() end)
+        return async.tcp.connect('127.0.0.1', srv.port)]],
+    }
+    for _, script in ipairs(scripts) do
+      for _, steps in ipairs({ 0, 1, 2 }) do
+        local r = helper.sh("cd " .. helper.q(helper.ROOT) .. " && timeout 20 " .. helper.q(early)
+                            .. " " .. helper.q(script) .. " " .. steps)  -- (a handle left open
+                                                                          -- would hang the loop)
+        assert.equal(0, r.code, script .. " / " .. steps .. ": " .. r.stdout .. r.stderr)
+        assert.equal("loop closed: 0\n", r.stdout, script)
+      end
+    end
+  end)
+
   it("reports a failing script with its traceback and a non-zero exit", function()
     local script = os.tmpname()
     local f = assert(io.open(script, "w"))

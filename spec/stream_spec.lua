@@ -375,6 +375,11 @@ describe("async.tcp", function()
 
     helper.it("bad arguments raise plain errors", function()
       helper.expect_plain_error({ "host" }, tcp.connect, 1, 2)
+      for _, bad in ipairs({ "", "local\0host" }) do  -- before any name resolution
+        local err = helper.expect_plain_error({ "tcp.connect: host must be" }, tcp.connect, bad, 2)
+        assert.is_falsy(err:find("dns_resolve", 1, true), err)
+        helper.expect_plain_error({ "tcp.serve: host must be" }, tcp.serve, bad, 0, print)
+      end
       helper.expect_plain_error({ "port" }, tcp.connect, "127.0.0.1", 70000)
       helper.expect_plain_error({ "port" }, tcp.connect, "127.0.0.1", "80")
       helper.expect_plain_error({ "timeout" }, tcp.connect, "127.0.0.1", 1, { timeout = -1 })

@@ -71,6 +71,16 @@ end
 
 -- {====== clients ======}
 
+local function check_host(fname, host)
+  if type(host) ~= "string" then
+    error(fname .. ": host must be a string, got " .. type(host), 3)
+  end
+  if host == "" or host:find("\0", 1, true) then
+    error(fname .. ": host must be a host name or an address, got '" .. host:gsub("%z", "\\0")
+          .. "'", 3)
+  end
+end
+
 local function connect_any(host, port)
   local addrs = core.dns_resolve(host)
   if #addrs == 0 then
@@ -90,9 +100,7 @@ local function connect_any(host, port)
 end
 
 function tcp.connect(host, port, opts)
-  if type(host) ~= "string" then
-    error("tcp.connect: host must be a string, got " .. type(host), 2)
-  end
+  check_host("tcp.connect", host)
   check_port("tcp.connect", port)
   opts = check.options(CONNECT, opts)
   return with_timeout(opts.timeout, connect_any, host, port)
@@ -177,9 +185,7 @@ local function check_handler(fname, handler)
 end
 
 function tcp.serve(host, port, handler, opts)
-  if type(host) ~= "string" then
-    error("tcp.serve: host must be a string, got " .. type(host), 2)
-  end
+  check_host("tcp.serve", host)
   check_port("tcp.serve", port)
   check_handler("tcp.serve", handler)
   opts = check.options(SERVE, opts)
