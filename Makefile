@@ -24,7 +24,7 @@ CFLAGS_ALL := -std=c99 -D_GNU_SOURCE $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hi
   $(PKG_CFLAGS) -DLASYNC_LUADIR='"$(LUADIR)"' -DLASYNC_CMODDIR='"$(CMODDIR)"' $(CFLAGS)
 
 CORE_SRC := csrc/error.c csrc/timer.c csrc/sched.c csrc/task.c csrc/scope.c csrc/waitset.c \
-  csrc/ops.c csrc/req.c csrc/subsys.c csrc/loop.c csrc/http.c
+  csrc/ops.c csrc/req.c csrc/subsys.c csrc/context.c csrc/loop.c csrc/http.c
 CORE_SRC += csrc/fs.c csrc/dns.c csrc/signal.c
 CORE_SRC += csrc/stream.c csrc/process.c
 CORE_SRC += csrc/thread.c

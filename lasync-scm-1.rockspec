@@ -26,8 +26,8 @@ build = {
     ["lasync.core"] = {
       sources = {
         "csrc/error.c", "csrc/timer.c", "csrc/sched.c", "csrc/task.c", "csrc/scope.c",
-        "csrc/waitset.c", "csrc/ops.c", "csrc/req.c", "csrc/subsys.c", "csrc/loop.c",
-        "csrc/http.c",
+        "csrc/waitset.c", "csrc/ops.c", "csrc/req.c", "csrc/subsys.c", "csrc/context.c",
+        "csrc/loop.c", "csrc/http.c",
         "csrc/fs.c", "csrc/dns.c", "csrc/signal.c",
         "csrc/stream.c", "csrc/process.c",
         "csrc/thread.c",
@@ -40,6 +40,7 @@ build = {
     ["lasync"] = "lua/lasync/init.lua",
     ["lasync.cli"] = "lua/lasync/cli.lua",
     ["lasync.check"] = "lua/lasync/check.lua",
+    ["lasync.context"] = "lua/lasync/context.lua",
     ["lasync.sync"] = "lua/lasync/sync.lua",
     ["lasync.http"] = "lua/lasync/http.lua",
     ["lasync.fs"] = "lua/lasync/fs.lua",

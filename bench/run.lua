@@ -177,6 +177,9 @@ local BENCHES = {
     metrics = { { key = "tasks_per_s", label = "tasks/s", higher = true } },
     impls = {
       { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_spawn.lua" } },
+      { impl = "lasync-ctx", needs = "lasync", info = true,
+        cmds = { LASYNC .. " bench/lasync_spawn.lua ctx" },
+        note = "the spawner set two ContextVars: every task shares its context" },
       { impl = "node", needs = "node", cmds = { NODE .. " bench/node_spawn.js await1" },
         note = "async fn with one `await null`, Promise.all" },
       { impl = "node-eager", needs = "node", info = true,

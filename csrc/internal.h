@@ -195,6 +195,8 @@ struct lasync__runtime {
   unsigned char hosted;        /* the host drives the loop (lasync_set_loop) */
   struct lasync__proch *procs; /* process.c: open process handles, closed at teardown */
   lasync__req *reqs;           /* req.c: requests a task waits for (op != NULL) */
+  int ctx_ref;                 /* context.c: registry: slot -> context (0: outside tasks) */
+  unsigned char ctx_used;      /* a context was set: ctx_ref exists */
   const lasync__subsystem *subsystems;  /* lasync__subsystems */
 };
 
@@ -433,6 +435,12 @@ void lasync__open_process(lua_State *L, lasync__runtime *rt);
 /* Closes the handles of the children still running (they go on running, unreaped), so that
 ** the loop can close and no callback comes after the runtime is gone. At runtime teardown. */
 void lasync__close_processes(lasync__runtime *rt);
+/* context.c: task-local contexts (async.ContextVar). With rt->ctx_used only: the new task in
+** `slot` starts with the running task's context (or the one outside tasks); a finished task's
+** context is dropped. [-0, +0, -] */
+void lasync__open_context(lua_State *L, lasync__runtime *rt);
+void lasync__context_inherit(lua_State *L, lasync__runtime *rt, int slot);
+void lasync__context_clear(lua_State *L, lasync__runtime *rt, int slot);
 /* thread.c: core.to_thread (libuv's thread pool, worker Lua states) */
 void lasync__open_thread(lua_State *L, lasync__runtime *rt);
 

@@ -12,6 +12,7 @@ const lasync__subsystem lasync__subsystems[] = {
   {"timer",     lasync__open_timer,     NULL,                     NULL},
   {"scope",     lasync__open_scope,     NULL,                     NULL},
   {"waitset",   lasync__open_waitset,   NULL,                     NULL},
+  {"context",   lasync__open_context,   NULL,                     NULL},
   {"ops",       lasync__open_ops,       lasync__close_notifiers,  lasync__ops_pending},
   {"req",       NULL,                   lasync__close_reqs,       NULL},
   {"http",      lasync__open_http,      NULL,                     NULL},

@@ -231,6 +231,7 @@ void lasync__task_done(lua_State *L, lasync__runtime *rt, lasync__task *t) {
     lua_rawseti(L, -2, t->slot);
     lua_pop(L, 1);
   }
+  if (rt->ctx_used) lasync__context_clear(L, rt, t->slot);
   rt->free_slots[rt->nfree++] = t->slot;  /* capacity reserved at spawn */
   t->slot = 0;
   rt->ntasks--;
@@ -300,6 +301,7 @@ lasync__task *lasync__spawn(lua_State *L, lasync__runtime *rt, int nargs, int le
   lua_pushvalue(L, -2);
   lua_rawseti(L, -2, slot);
   lua_pop(L, 1);
+  if (rt->ctx_used) lasync__context_inherit(L, rt, slot);  /* shared, not copied */
   rt->ntasks++;
   if (rt->shutting_down) t->cancel_requested = 1;
   lasync__enqueue(rt, t);

@@ -29,6 +29,9 @@ M.await = core.await
 M.Future = core.Future
 M.tasks = core.tasks
 
+-- task-local context (lasync.context)
+M.ContextVar = require("lasync.context").ContextVar
+
 -- synchronisation primitives and queues (lasync.sync)
 M.Event = sync.Event
 M.Lock = sync.Lock
