@@ -84,6 +84,22 @@ describe("lasync.http", function()
       local big = http.get(url("/bytes/5000"))
       big.status = 500
       assert.equal(1024, #raises("http", big.raise_for_status, big).body)
+      assert.is_nil(err.retry_after)
+    end)
+
+    helper.it("raise_for_status carries Retry-After as retry_after seconds (delta or HTTP date)", function()
+      local in_90 = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 90)
+      local c = http.client{ transport = function(req)
+        local after = req.url:match("after=(.*)$")
+        return { status = 429, headers = { ["Retry-After"] = after == "date" and in_90 or after } }
+      end }
+      local function after(v) return raises("http", function()
+        c:get("https://x/?after=" .. v):raise_for_status()
+      end).retry_after end
+      assert.equal(7, after("7"))
+      local secs = after("date")
+      assert.is_true(secs >= 85 and secs <= 91, tostring(secs))
+      assert.is_nil(after("soon"))
     end)
 
     helper.it("brotli and zstd bodies are decoded", function()

@@ -72,6 +72,26 @@ local function join_url(base, url)
   return base:gsub("/*$", "") .. "/" .. url
 end
 
+-- The seconds a Retry-After value asks for (delta-seconds or an HTTP date), >= 0; nil if it is
+-- neither.
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
+                 Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+local function retry_after_seconds(after)
+  if after == nil then return nil end
+  local secs = tonumber(after)
+  if secs == nil then
+    local d, mon, y, h, mi, s = after:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
+    if d then
+      local t = os.time({ year = tonumber(y), month = MONTHS[mon] or 1, day = tonumber(d),
+                          hour = tonumber(h), min = tonumber(mi), sec = tonumber(s) })
+      local utc = os.time(os.date("!*t", t))
+      secs = t - (utc - t) - os.time()
+    end
+  end
+  if secs == nil or secs ~= secs then return nil end
+  return math.max(0, secs)
+end
+
 -- {====== responses ======}
 
 local Response = {}
@@ -145,7 +165,8 @@ function Response:raise_for_status()
   local excerpt = body and body:sub(1, 1024) or ""
   local e = new_error("http", fmt("HTTP %d from %s%s", self.status, self.url,
                                   excerpt ~= "" and (": " .. excerpt) or ""),
-                      { status = self.status, url = self.url, body = excerpt, response = self })
+                      { status = self.status, url = self.url, body = excerpt, response = self,
+                        retry_after = retry_after_seconds(self:header("retry-after")) })
   error(e, 2)
 end
 
@@ -475,25 +496,11 @@ local function perform(c, req)
   }, Response)
 end
 
--- Seconds to wait before the next attempt: Retry-After (seconds or an HTTP date), else
--- exponential backoff with full jitter.
+-- Seconds to wait before the next attempt: Retry-After, else exponential backoff with full
+-- jitter.
 local function retry_delay(policy, attempt, response)
-  local after = response and response:header("retry-after")
-  if after then
-    local secs = tonumber(after)
-    if secs == nil then
-      local d, mon, y, h, mi, s = after:match("%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT")
-      if d then
-        local months = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6, Jul = 7, Aug = 8,
-                         Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
-        local t = os.time({ year = tonumber(y), month = months[mon] or 1, day = tonumber(d),
-                            hour = tonumber(h), min = tonumber(mi), sec = tonumber(s) })
-        local utc = os.time(os.date("!*t", t))
-        secs = t - (utc - t) - os.time()
-      end
-    end
-    if secs then return math.max(0, math.min(secs, policy.max_backoff)) end
-  end
+  local secs = response and retry_after_seconds(response:header("retry-after"))
+  if secs then return math.min(secs, policy.max_backoff) end
   local base = math.min(policy.max_backoff, policy.backoff * 2 ^ (attempt - 1))
   return base * (0.5 + math.random() * 0.5)
 end
