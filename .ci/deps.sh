@@ -5,7 +5,7 @@
 set -euo pipefail
 PKGS=(make gcc pkg-config lua5.4 liblua5.4-dev libuv1-dev libcurl4-openssl-dev
       lua-busted lua-cjson luarocks lua-check lua-luv valgrind python3 openssl nghttp2-server
-      brotli zstd)
+      brotli zstd chromium)
 if [ "${1:-}" = "--bench" ]; then
   PKGS+=(nginx-light libnginx-mod-http-echo wrk python3-aiohttp lua-http lua5.3)
   PKGS+=(python3-uvloop)

@@ -1121,6 +1121,13 @@ static int core_pipe_listen(lua_State *L) {
   return start_listen(L, l, backlog, "listen");
 }
 
+/* core.isatty(fd) -> whether the descriptor fd (0 stdin, 1 stdout, 2 stderr, ...) is a terminal */
+static int core_isatty(lua_State *L) {
+  lua_Integer fd = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, fd >= 0 && fd <= 0x7fffffff && uv_guess_handle((uv_file)fd) == UV_TTY);
+  return 1;
+}
+
 void lasync__open_stream(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg stream_methods[] = {
     {"read", stream_read}, {"read_exactly", stream_read_exactly},
@@ -1144,7 +1151,7 @@ void lasync__open_stream(lua_State *L, lasync__runtime *rt) {
   };
   static const luaL_Reg funcs[] = {
     {"tcp_connect", core_tcp_connect}, {"pipe_connect", core_pipe_connect},
-    {"tcp_listen", core_tcp_listen},
+    {"tcp_listen", core_tcp_listen}, {"isatty", core_isatty},
     {"pipe_listen", core_pipe_listen}, {NULL, NULL}
   };
   struct sigaction sa;

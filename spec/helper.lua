@@ -103,6 +103,7 @@ local function readfile(path)
   f:close()
   return s
 end
+M.readfile = readfile  -- the content of a file, or nil
 
 function M.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"

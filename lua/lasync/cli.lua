@@ -11,6 +11,10 @@ Available options are:
   -e stat   execute string 'stat'
   -i        enter interactive mode after executing 'script'
   -v        show version information
+  --trace F     run the main task as a lasync.flow run: write its trace to F (Perfetto JSON)
+  --report F    ... and its HTML report to F
+  --log F       ... and its log (JSON lines) to F
+  --progress    ... and show its progress line on stderr
   --        stop handling options
   -         execute stdin and stop handling options
 ]==]
@@ -21,7 +25,7 @@ local function report(msg)
 end
 
 local function parse(argv)
-  local o = { execs = {}, script = nil, script_index = nil }
+  local o = { execs = {}, script = nil, script_index = nil, flow = nil }
   local i = 1
   while argv[i] do
     local a = argv[i]
@@ -35,6 +39,14 @@ local function parse(argv)
       o.version = true
     elseif a == "-v" then
       o.version = true
+    elseif a == "--trace" or a == "--report" or a == "--log" then
+      i = i + 1
+      if argv[i] == nil then return nil, "'" .. a .. "' needs argument" end
+      o.flow = o.flow or {}
+      o.flow[a:sub(3)] = argv[i]
+    elseif a == "--progress" then
+      o.flow = o.flow or {}
+      o.flow.progress = true
     elseif a == "-e" then
       i = i + 1
       if argv[i] == nil then return nil, "'-e' needs argument" end
@@ -156,6 +168,10 @@ function M.main(argv)
   end
 
   return (async._run_main(function()
+    local _ <close> = o.flow and require("lasync.flow").session{
+      name = o.script and o.script:match("[^/]*$") or "lasync", trace = o.flow.trace,
+      report = o.flow.report, log = o.flow.log, progress = o.flow.progress,
+    }
     for _, src in ipairs(o.execs) do
       local f, e = load(src, "=(command line)")
       if not f then error(e, 0) end

@@ -537,6 +537,16 @@ local function suspended_at(co)
   return nil
 end
 
+-- async.flow is lasync.flow, loaded when first used (it requires this module)
+setmetatable(M, { __index = function(t, k)
+  if k == "flow" then
+    local flow = require("lasync.flow")
+    rawset(t, "flow", flow)
+    return flow
+  end
+  return nil
+end })
+
 function M.dump()
   local lines = {}
   local list = core.tasks()
