@@ -13,7 +13,7 @@ local core = require("lasync.core")
 
 local M = {}
 
-local type, error, tostring, next = type, error, tostring, next
+local type, error, tostring, next, rawequal = type, error, tostring, next, rawequal
 local setmetatable, getmetatable = setmetatable, getmetatable
 local get_context, set_context, current_task = core.context, core.set_context, core.current_task
 
@@ -92,6 +92,43 @@ function ContextVar:reset(token)
   end
   token.used = true
   with(self, token.old)
+end
+
+-- For lasync.flow, which sets a variable around every call: v:_enter(value) -> prev, ctx (v is
+-- value from now on, in a new context ctx; prev is the context before), and
+-- v:_exit(prev, ctx, old): v is back to old (its value in prev, as stored); when nothing else
+-- was set meanwhile, prev itself becomes the context again (no copy).
+function ContextVar:_enter(value)
+  local prev = get_context()
+  local new = {}
+  if prev then
+    for k, v in next, prev do new[k] = v end
+  end
+  if value == nil then value = NIL end
+  new[self] = value
+  set_context(new)
+  return prev, new
+end
+
+function ContextVar:_exit(prev, ctx, old)
+  local now_ctx = get_context()
+  if rawequal(now_ctx, ctx) then
+    set_context(prev)
+  else  -- the call set other variables: they stay, as in Python
+    local new = {}
+    if now_ctx then
+      for k, v in next, now_ctx do new[k] = v end
+    end
+    new[self] = old
+    if next(new) == nil then new = nil end
+    set_context(new)
+  end
+end
+
+-- v:_raw() -> v's value as stored in the current context (nil: unset), for v:_exit
+function ContextVar:_raw()
+  local ctx = get_context()
+  return ctx and ctx[self]
 end
 
 local Binding = { __name = "lasync.ContextVar.binding" }

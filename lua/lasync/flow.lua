@@ -28,8 +28,9 @@ local fmt, floor, huge, min, max = string.format, math.floor, math.huge, math.mi
 local now, sleep, current_task = core.now, core.sleep, core.current_task
 local traceback = debug.traceback
 
-local RUN = ContextVar("lasync.flow.run")    -- the Run a session records into
-local CALL = ContextVar("lasync.flow.call")  -- the record of the call running in this task
+-- What a call in this task belongs to: the record of the call running (which knows its run),
+-- or the Run of the session around (the calls made in its block have no parent), or nil.
+local CURRENT = ContextVar("lasync.flow.current")
 
 -- {====== JSON strings and previews ======}
 
@@ -60,7 +61,24 @@ local function ident(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") 
 -- A short, readable text of the values vals[first..last] (JSON-ish, Lua tables as {k = v}),
 -- at most `limit` bytes; keys named in `redact` (lower-case set) show "<redacted>". Never
 -- raises: cycles, metatables, userdata, huge and deep tables all get a preview.
+local function scalar(v, limit)  -- a scalar's preview, or nil
+  local t = type(v)
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t == "string" and #v <= limit - 2 and not v:find('[%c"\\]') then return '"' .. v .. '"' end
+  return nil
+end
+
 local function preview(vals, first, last, limit, redact)
+  if last < first then return "" end
+  if last - first <= 1 then  -- one or two plain values: no tables to walk (the usual case)
+    local a = scalar(vals[first], limit)
+    if a and last == first + 1 then
+      local b = scalar(vals[last], limit)
+      if b and #a + #b + 2 <= limit then return a .. ", " .. b end
+    elseif a then
+      return a
+    end
+  end
   local out, n, size, full = {}, 0, 0, false
   local seen = {}
   local function put(s)
@@ -203,7 +221,11 @@ local FIELDS = { id = R_ID, parent = R_PARENT, node = R_NODE, label = R_LABEL,
 local Record = { __name = "lasync.flow.Call" }
 function Record.__index(r, k)
   local i = FIELDS[k]
-  if i then return rawget(r, i) end
+  if i then
+    local v = rawget(r, i)
+    if v == false then return nil end  -- (false stands for nil in the array)
+    return v
+  end
   if k == "task" then  -- the name of the task that made the call
     local run, lane = rawget(r, R_RUN), rawget(r, R_LANE)
     return run and run._lanes[lane] and run._lanes[lane].name
@@ -310,10 +332,28 @@ local function attempt_msgh(e)
   return e
 end
 
+-- Acquires what the node's policy asks for before an attempt; returns nil, or the error (a
+-- cancellation while waiting).
+local function acquire(node)
+  local limiter, sem = node._limiter, node._sem
+  if limiter then
+    local ok, err = pcall(limiter.acquire, limiter)
+    if not ok then return err end
+  end
+  if sem then
+    local ok, err = pcall(sem.acquire, sem)
+    if not ok then return err end
+  end
+  return nil
+end
+
+-- One attempt: returns its outcome, packed pcall-style (never raises).
 local function run_attempt(node, ...)
-  local sem, limiter = node._sem, node._limiter
-  if limiter then limiter:acquire() end
-  if sem then sem:acquire() end
+  local sem = node._sem
+  if sem or node._limiter then
+    local err = acquire(node)
+    if err ~= nil then return { false, err, n = 2 } end
+  end
   local r
   local t0 = now()  -- the attempt runs from here (its wait for a slot is not part of it)
   last_traceback = nil
@@ -336,7 +376,7 @@ local function backoff_delay(node, attempt, err)
 end
 
 -- Runs node's attempts with its policy; rec (or nil outside a run) follows them. Returns the
--- packed pcall-style outcome of the last attempt.
+-- packed pcall-style outcome of the last attempt (never raises).
 local function attempts(node, rec, run, ...)
   local attempt = 0
   while true do
@@ -366,7 +406,8 @@ local function attempts(node, rec, run, ...)
                     error = safe_tostring(err), delay = delay })
       end
     end
-    sleep(delay)
+    local slept, serr = pcall(sleep, delay)
+    if not slept then return { false, serr, n = 2 } end  -- cancelled while waiting
   end
 end
 
@@ -413,17 +454,24 @@ local function finish(run, rec, node, r)
   end
 end
 
+-- The run the running code records into, and the record of the call it runs in (or nil).
+local function where()
+  local cur = CURRENT:_raw()
+  if cur == nil then return nil, nil end
+  if getmetatable(cur) == Record then return rawget(cur, R_RUN), cur end
+  return cur, nil  -- a Run: in a session's block
+end
+
 -- flow.call(node_or_fn, ...) -> the node's results: its policy applied, and recorded in the
 -- run of the session the caller is in (if any).
 function M.call(x, ...)
   local node = getmetatable(x) == Node and x or node_of(x, 2)
-  local run = RUN:get()
+  local run, parent = where()
   if run == nil or run.ended then  -- outside a session: the policy, nothing recorded
     local r = attempts(node, nil, nil, ...)
     if r[1] then return unpack(r, 2, r.n) end
     error(r[2], 0)
   end
-  local parent = CALL:get()
   local calls = run.calls
   local id = #calls + 1
   local started = now()
@@ -432,7 +480,13 @@ function M.call(x, ...)
                              lane_of(run), false, false, false, false, false, false, run },
                            Record)
   if node.capture then
-    rec[R_INPUT] = preview(pack(...), 1, select("#", ...), run._preview_bytes, run._redact)
+    local nargs = select("#", ...)
+    if nargs == 1 then  -- (no table for the arguments in the usual case)
+      rec[R_INPUT] = scalar((...), run._preview_bytes) or
+                     preview(pack(...), 1, 1, run._preview_bytes, run._redact)
+    else
+      rec[R_INPUT] = preview(pack(...), 1, nargs, run._preview_bytes, run._redact)
+    end
   end
   calls[id] = rec
   local counts = run._n
@@ -443,10 +497,9 @@ function M.call(x, ...)
                 parent = rec[R_PARENT] or nil, node = node.name, label = rec[R_LABEL] or nil,
                 attempt = 1, task = run._lanes[rec[R_LANE]].name, input = rec[R_INPUT] or nil })
   end
-  local token = CALL:set(rec)
-  local ok, r = pcall(attempts, node, rec, run, ...)
-  CALL:reset(token)
-  if not ok then r = { false, r, n = 2 } end  -- (the policy itself was cancelled, waiting)
+  local prev, ctx = CURRENT:_enter(rec)
+  local r = attempts(node, rec, run, ...)
+  CURRENT:_exit(prev, ctx, parent or run)
   if rec[R_STATUS] == "running" then finish(run, rec, node, r) end
   if r[1] then return unpack(r, 2, r.n) end
   error(r[2], 0)
@@ -454,14 +507,15 @@ end
 
 -- flow.current() -> the record of the call running in this task, or nil
 function M.current()
-  return CALL:get()
+  local _, rec = where()
+  return rec
 end
 
 -- flow.metric(name, n): adds n to the metric of the current call (tokens, cost, bytes...)
 function M.metric(name, n)
   if type(name) ~= "string" then error("flow.metric: name must be a string, got " .. type(name), 2) end
   if type(n) ~= "number" then error("flow.metric: n must be a number, got " .. type(n), 2) end
-  local rec = CALL:get()
+  local _, rec = where()
   if rec == nil then return end
   local m = rec[R_METRICS]
   if not m then
@@ -481,7 +535,7 @@ function M.map(x, list, opts)
   local node = node_of(x, 2)
   if type(list) ~= "table" then error("flow.map: expected a list, got " .. type(list), 2) end
   opts = check.options(MAP, opts)
-  local run = RUN:get()
+  local run = where()
   if run and not run.ended then run.total = (run.total or 0) + #list end
   return async.map(function(item) return M.call(node, item) end, list, opts)
 end
@@ -554,7 +608,7 @@ end
 -- flow.print(...): print, without garbling the progress line of the current run (the line is
 -- cleared first, and drawn again after)
 function M.print(...)
-  local run = RUN:get()
+  local run = where()
   local out = run and run._progress and (run._progress_out or io.stderr)
   if out then out:write("\r\27[K") end
   print(...)
@@ -600,8 +654,9 @@ function M.session(opts)
   if opts.log then run._log = open_log(opts.log) end
   local progress = opts.progress
   if progress == nil then progress = core.isatty(2) end
-  run._token = RUN:set(run)
-  run._call_token = CALL:set(nil)  -- calls in the block have no parent call
+  run._outer = CURRENT:_raw()
+  run._prev_ctx, run._ctx = CURRENT:_enter(run)  -- calls in the block: this run, no parent
+  run._task = current_task()
   if wants_events(run) then
     emit(run, { _order = { "event", "run", "name", "started_at" }, event = "run_start",
                 run = run.id, name = run.name, started_at = run.started_at })
@@ -630,7 +685,7 @@ local function finalize(run, err)
       end
     end
   end
-  if pcall(CALL.reset, CALL, run._call_token) then RUN:reset(run._token) end
+  if current_task() == run._task then CURRENT:_exit(run._prev_ctx, run._ctx, run._outer) end
   if wants_events(run) then
     emit(run, { _order = { "event", "t", "run", "status", "calls", "error" }, event = "run_end",
                 t = run.ended - run.started, run = run.id, status = status, calls = #run.calls,
@@ -731,6 +786,8 @@ end
 
 local function fmt_dur(d)
   if d == nil then return "-" end
+  if d < 0.001 then return fmt("%.0fus", d * 1e6) end
+  if d < 0.01 then return fmt("%.1fms", d * 1000) end
   if d < 1 then return fmt("%.0fms", d * 1000) end
   return fmt("%.2fs", d)
 end
@@ -777,9 +834,11 @@ function Run:summary()
     lines[r] = concat(cells, "  ")
   end
   local n = self._n
-  lines[#lines + 1] = fmt("%d calls, %d failed, %d retried; run %s in %s (%s)", #self.calls,
-                          n.failed, n.retried, self.name, fmt_dur((self.ended or now())
-                          - self.started), self.status)
+  local took = fmt_dur((self.ended or now()) - self.started)
+  lines[#lines + 1] = fmt("%d calls, %d failed, %d retried; run '%s' %s", #self.calls,
+                          n.failed, n.retried, self.name, self.ended and
+                          ("took " .. took .. " (" .. self.status .. ")") or
+                          ("running for " .. took))
   return concat(lines, "\n") .. "\n"
 end
 

@@ -260,16 +260,26 @@ $("failures").innerHTML = failed.slice(0, 200).map((i) => '<li><a onclick="selec
 // {------ the timeline ------}
 const canvas = $("timeline"), tip = $("tip");
 const LANES = D.lanes.length;
-const LANE_H = LANES > 60 ? Math.max(3, Math.floor(600 / LANES)) : 18;
 const TOP = 22, LEFT = 110;
 const byLane = [];
 for (let l = 0; l < LANES; l++) byLane.push([]);
-for (let i = 0; i < N; i++) byLane[D.lane[i] - 1].push(i);
+// a call made inside another in the same task is drawn one row lower (a flame graph per lane)
+const depth = new Uint16Array(N), laneRows = new Uint16Array(LANES).fill(1);
+for (let i = 0; i < N; i++) {
+  const l = D.lane[i] - 1, p = D.parent[i] - 1;
+  if (p >= 0 && D.lane[p] - 1 === l) depth[i] = Math.min(depth[p] + 1, 7);
+  if (depth[i] + 1 > laneRows[l]) laneRows[l] = depth[i] + 1;
+  byLane[l].push(i);
+}
+let totalRows = 0;
+const laneTop = new Uint32Array(LANES);
+for (let l = 0; l < LANES; l++) { laneTop[l] = totalRows; totalRows += laneRows[l]; }
+const LANE_H = totalRows > 60 ? Math.max(3, Math.floor(600 / totalRows)) : 16;
 const full = Math.max(D.run.duration, 1);
 let t0 = 0, t1 = full;
 function layout() {
   const dpr = window.devicePixelRatio || 1;
-  const w = canvas.parentNode.clientWidth, h = TOP + LANES * LANE_H + 6;
+  const w = canvas.parentNode.clientWidth, h = TOP + totalRows * LANE_H + 6;
   canvas.style.height = h + "px";
   canvas.width = Math.floor(w * dpr);
   canvas.height = Math.floor(h * dpr);
@@ -294,19 +304,21 @@ function drawTimeline() {
     ctx.fillText(fmtDur(t), x + 2, 12);
   }
   for (let l = 0; l < LANES; l++) {
-    const y = TOP + l * LANE_H;
+    const ly = TOP + laneTop[l] * LANE_H;
     if (LANE_H >= 10) { ctx.fillStyle = "#6b7280"; ctx.fillText(D.lanes[l].slice(0, 16), 4,
-      y + LANE_H - 5); }
+      ly + LANE_H - 4); }
+    if (l > 0 && LANE_H >= 6) { ctx.fillStyle = "#f3f4f6"; ctx.fillRect(LEFT, ly, w - LEFT, 1); }
     const list = byLane[l];
-    let lastX = -1, lastC = "";
+    let lastX = -1, lastC = "", lastD = -1;
     for (const i of list) {
+      const y = ly + depth[i] * LANE_H;
       const s = D.start[i], e = endOf(i);
       if (e < t0 || s > t1) continue;
       const x0 = Math.max(LEFT, xOf(s, w)), x1 = Math.min(w - 8, xOf(e, w));
       const c = COLOR[statusOf(i)];
       const wd = Math.max(1, x1 - x0);
-      if (wd < 1.5 && Math.floor(x0) === lastX && c === lastC) continue;  // aggregated pixels
-      lastX = Math.floor(x0); lastC = c;
+      if (wd < 1.5 && Math.floor(x0) === lastX && c === lastC && depth[i] === lastD) continue;
+      lastX = Math.floor(x0); lastC = c; lastD = depth[i];  // (many calls in a pixel: one bar)
       const at = D.attempts[i + 1];
       if (at && wd > 4) {  // each attempt on its own, the waits between them light
         ctx.fillStyle = "#e9ecf0";
@@ -330,11 +342,15 @@ function drawTimeline() {
 }
 function hit(ev) {
   const r = canvas.getBoundingClientRect(), x = ev.clientX - r.left, y = ev.clientY - r.top;
-  const l = Math.floor((y - TOP) / LANE_H);
-  if (l < 0 || l >= LANES || x < LEFT) return -1;
+  const row = Math.floor((y - TOP) / LANE_H);
+  if (row < 0 || row >= totalRows || x < LEFT) return -1;
+  let l = 0;
+  while (l + 1 < LANES && laneTop[l + 1] <= row) l++;
+  const d = row - laneTop[l];
   const t = tOf(x, canvas.clientWidth), slack = (t1 - t0) / canvas.clientWidth * 2;
   let best = -1;
-  for (const i of byLane[l]) if (D.start[i] - slack <= t && endOf(i) + slack >= t) {
+  for (const i of byLane[l]) if (depth[i] === d && D.start[i] - slack <= t &&
+                                  endOf(i) + slack >= t) {
     if (best < 0 || D.start[i] > D.start[best]) best = i;
   }
   return best;
