@@ -6,6 +6,7 @@
 --   BENCH_RUNS=5        processes per program; programs are interleaved run by run (the order
 --                       rotates each run) so drifting machine noise spreads over every program
 --   BENCH_ONLY=a,b      only these benchmarks (spawn, switch, timers, lock, semaphore,
+--                       flow_call, flow_mem, flow_trace, llm_pipeline,
 --                       lock_contended, handoff, pipeline, http, http_burst, http_mem, echo1,
 --                       echo100, to_thread)
 --   BENCH_N=n           override every problem size (smoke tests; RESULTS.md says so)
@@ -156,6 +157,7 @@ local HTTP_N = tostring(HTTP.n or 20000)
 
 local missing_reason = {
   lasync = "build/lib/lasync/core.so is missing (build with `make`)",
+  llm_aiohttp = "aiohttp is not installed (Debian: python3-aiohttp)",
   lua = LUA .. " not found",
   luv = "lua-luv is not installed (require('luv') fails)",
   python = PYTHON .. " not found",
@@ -410,6 +412,64 @@ local BENCHES = {
         cmds = { PYTHON .. " bench/py_to_thread.py seq", PYTHON .. " bench/py_to_thread.py conc" },
         note = "`await asyncio.to_thread(fn, i)`; default executor" },
     },
+  },
+}
+
+-- lasync.flow (issue 10)
+BENCHES[#BENCHES + 1] = {
+  name = "flow_call",
+  title = "flow_call: a tracked call of a node whose function returns at once (100,000)",
+  metrics = { { key = "us_per_call", label = "us/call", higher = false } },
+  impls = {
+    { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_flow.lua call" },
+      note = "`node(i)` inside a flow.session (recorded, previews on), no log" },
+    { impl = "spawn_await", needs = "lasync", cmds = { LASYNC .. " bench/lasync_flow.lua spawn" },
+      note = "`async.spawn(fn, i):await()` of the same function, untracked: the peer" },
+    { impl = "lasync-untracked", needs = "lasync", info = true,
+      cmds = { LASYNC .. " bench/lasync_flow.lua untracked" },
+      note = "`node(i)` outside any session (its policy only)" },
+    { impl = "lasync-log", needs = "lasync", info = true,
+      cmds = { LASYNC .. " bench/lasync_flow.lua log" },
+      note = "as lasync, with the JSON-lines log on" },
+  },
+}
+BENCHES[#BENCHES + 1] = {
+  name = "flow_mem",
+  title = "flow_mem: heap bytes per recorded call, 100,000 calls, previews off",
+  metrics = { { key = "bytes_per_call", label = "heap B/call", higher = false } },
+  impls = {
+    { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_flow.lua mem" },
+      note = "collectgarbage before and after, the run's records alive" },
+  },
+}
+BENCHES[#BENCHES + 1] = {
+  name = "flow_trace",
+  title = "flow_trace: run:save_trace of 100,000 recorded calls",
+  metrics = { { key = "trace_s", label = "seconds", higher = false } },
+  impls = {
+    { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_flow.lua trace" },
+      note = "Chrome Trace Event JSON, previews on (about 16 MB)" },
+  },
+}
+local LLM_PY = have.python and select(2, sh(PYTHON .. " -c 'import aiohttp'", true)) and PYTHON
+  or (select(2, sh("/usr/bin/python3 -c 'import aiohttp'", true)) and "/usr/bin/python3") or nil
+have.llm_aiohttp = LLM_PY ~= nil and have.lasync
+BENCHES[#BENCHES + 1] = {
+  name = "llm_pipeline",
+  title = "llm_pipeline: 10,000 calls of a fake LLM API (50-200 ms, 10% 429 with Retry-After),"
+    .. " 256 at a time, with retries",
+  metrics = {
+    { key = "cpu_us_per_call", label = "client CPU us/call", higher = false },
+    { key = "wall_over_ideal", label = "wall / ideal", higher = false },
+  },
+  impls = {
+    { impl = "lasync", needs = "lasync", cmds = { LASYNC .. " bench/lasync_llm_pipeline.lua" },
+      note = "a flow node (concurrency 256, retries honouring Retry-After), flow.map, the run "
+        .. "traced and logged" },
+    { impl = "asyncio", needs = "llm_aiohttp",
+      cmds = { (LLM_PY or PYTHON) .. " bench/py_llm_pipeline.py" },
+      note = "aiohttp ClientSession, asyncio.Semaphore(256), gather of 10,000 coroutines, "
+        .. "retries after Retry-After; no tracing" },
   },
 }
 
@@ -732,6 +792,26 @@ local function targets()
     "asyncio", function(l, p) return l >= p end, calls)
   add("to_thread", "to_thread: lasync calls/s from 64 tasks >= asyncio's", "conc_calls_per_s",
     "asyncio", function(l, p) return l >= p end, calls)
+  add("flow_call", "flow_call: a tracked call costs <= 3x an untracked spawn(fn):await()",
+    "us_per_call", "spawn_await", function(l, p) return l <= 3 * p end,
+    function(l, p)
+      return ("lasync %.2f us vs 3 x spawn_await %.2f us = %.2f us (lasync / spawn_await = %.2f)")
+        :format(l, p, 3 * p, l / p)
+    end, nil, 3)
+  add("flow_mem", "flow_mem: 100,000 recorded calls use <= 600 B each (previews off)",
+    "bytes_per_call", nil, function(l, p) return l <= p end,
+    function(l) return ("lasync %.0f B/call"):format(l) end, 600)
+  add("flow_trace", "flow_trace: save_trace of 100,000 calls in < 1 s", "trace_s", nil,
+    function(l, p) return l < p end, function(l) return ("lasync %.2f s"):format(l) end, 1)
+  add("llm_pipeline", "llm_pipeline: lasync client CPU per call <= 1/3 of asyncio+aiohttp's",
+    "cpu_us_per_call", "asyncio", function(l, p) return l <= p / 3 end,
+    function(l, p)
+      return ("lasync %.0f us vs asyncio/3 = %.0f us (asyncio / lasync = %.2f)")
+        :format(l, p / 3, p / l)
+    end, nil, 1 / 3)
+  add("llm_pipeline", "llm_pipeline: lasync wall time within 10% of the ideal schedule",
+    "wall_over_ideal", nil, function(l, p) return l <= p end,
+    function(l) return ("lasync wall / ideal = %.3f"):format(l) end, 1.1)
   return out
 end
 
@@ -899,6 +979,22 @@ w(([[
   pool's threads (and lasync's worker Lua states) exist, then times the calls and checks the sum
   of the results. lasync runs on libuv's pool (4 threads by default), asyncio on its default
   executor (a ThreadPoolExecutor of min(32, cores + 4) threads).
+- flow_call: a node whose function returns its argument, called 100,000 times in a loop by one
+  task after 1,000 untimed calls: inside a `flow.session` (every call recorded, with previews of
+  its argument and result; no log, trace or report), outside any session, and with the log on;
+  the peer is `async.spawn(fn, i):await()` of the same function (a task per call, the untracked
+  cost the issue compares with).
+- flow_mem: the Lua heap (collectgarbage("count") after two full collections) before and after
+  100,000 recorded calls of a node with `capture = false`, divided by the calls.
+- flow_trace: the wall time of `run:save_trace` for a run of 100,000 recorded calls (previews
+  on), the file included.
+- llm_pipeline: both programs start the fake LLM API (examples/support/fake_llm.lua under
+  build/lasync, seed 1: the same answers and latencies in the same order of requests) in a
+  process of their own, make 10,000 completion calls with at most 256 in flight, retry a 429
+  after its Retry-After (a wait holds no slot), and check every answer. CPU is the client's own
+  process time (lasync: os.clock, Python: time.process_time) over the calls; the server's is
+  not counted. The ideal schedule is the latency the server served, summed, / 256, plus the
+  longest chain of Retry-After waits of one call; it says how well the concurrency was used.
 - Raw RESULT lines of the last run are in bench/out/raw.txt (not committed).]])
   :format(RUNS, LASYNC))
 w()

@@ -13,9 +13,10 @@ local core = require("lasync.core")
 
 local M = {}
 
-local type, error, tostring, next, rawequal = type, error, tostring, next, rawequal
+local type, error, tostring, next = type, error, tostring, next
 local setmetatable, getmetatable = setmetatable, getmetatable
 local get_context, set_context, current_task = core.context, core.set_context, core.current_task
+local context_enter, context_leave = core.context_enter, core.context_leave
 
 local NIL = setmetatable({}, { __name = "lasync.context.nil" })  -- a value set to nil
 
@@ -99,30 +100,21 @@ end
 -- v:_exit(prev, ctx, old): v is back to old (its value in prev, as stored); when nothing else
 -- was set meanwhile, prev itself becomes the context again (no copy).
 function ContextVar:_enter(value)
-  local prev = get_context()
-  local new = {}
-  if prev then
-    for k, v in next, prev do new[k] = v end
-  end
   if value == nil then value = NIL end
-  new[self] = value
-  set_context(new)
-  return prev, new
+  return context_enter(self, value)
 end
 
 function ContextVar:_exit(prev, ctx, old)
+  if context_leave(prev, ctx) then return end
+  -- the call set other variables meanwhile: they stay, as in Python
   local now_ctx = get_context()
-  if rawequal(now_ctx, ctx) then
-    set_context(prev)
-  else  -- the call set other variables: they stay, as in Python
-    local new = {}
-    if now_ctx then
-      for k, v in next, now_ctx do new[k] = v end
-    end
-    new[self] = old
-    if next(new) == nil then new = nil end
-    set_context(new)
+  local new = {}
+  if now_ctx then
+    for k, v in next, now_ctx do new[k] = v end
   end
+  new[self] = old
+  if next(new) == nil then new = nil end
+  set_context(new)
 end
 
 -- v:_raw() -> v's value as stored in the current context (nil: unset), for v:_exit

@@ -26,10 +26,10 @@ local rawget = rawget
 local pack, unpack, concat, sort = table.pack, table.unpack, table.concat, table.sort
 local fmt, floor, huge, min, max = string.format, math.floor, math.huge, math.min, math.max
 local now, sleep, current_task = core.now, core.sleep, core.current_task
-local traceback = debug.traceback
 
--- What a call in this task belongs to: the record of the call running (which knows its run),
--- or the Run of the session around (the calls made in its block have no parent), or nil.
+-- Where a call in this task is recorded: the Run of the session around, and the id of the call
+-- running (0 in the session's block itself: no parent).
+local RUNVAR = ContextVar("lasync.flow.run")
 local CURRENT = ContextVar("lasync.flow.current")
 
 -- {====== JSON strings and previews ======}
@@ -61,9 +61,12 @@ local function ident(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") 
 -- A short, readable text of the values vals[first..last] (JSON-ish, Lua tables as {k = v}),
 -- at most `limit` bytes; keys named in `redact` (lower-case set) show "<redacted>". Never
 -- raises: cycles, metatables, userdata, huge and deep tables all get a preview.
-local function scalar(v, limit)  -- a scalar's preview, or nil
+-- A scalar's preview, or nil. A number is its own preview (tostring is slow: previews of
+-- numbers are made text when they are read, by ptext).
+local function scalar(v, limit)
   local t = type(v)
-  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t == "number" then return v end
+  if t == "boolean" or t == "nil" then return tostring(v) end
   if t == "string" and #v <= limit - 2 and not v:find('[%c"\\]') then return '"' .. v .. '"' end
   return nil
 end
@@ -74,7 +77,10 @@ local function preview(vals, first, last, limit, redact)
     local a = scalar(vals[first], limit)
     if a and last == first + 1 then
       local b = scalar(vals[last], limit)
-      if b and #a + #b + 2 <= limit then return a .. ", " .. b end
+      if b then
+        local s = tostring(a) .. ", " .. tostring(b)
+        if #s <= limit then return s end
+      end
     elseif a then
       return a
     end
@@ -139,6 +145,13 @@ local function preview(vals, first, last, limit, redact)
 end
 M._preview = preview
 
+-- The text of a stored preview (a string, or a number kept as it is).
+local function ptext(p)
+  if p == nil or p == false then return nil end
+  return type(p) == "string" and p or tostring(p)
+end
+M._ptext = ptext
+
 -- {====== nodes and policies ======}
 
 local Node = {}
@@ -174,7 +187,7 @@ function M.node(name, fn, policy)
   end
   policy = check.options(POLICY, policy)
   local node = setmetatable({
-    name = name, fn = fn,
+    name = name, fn = fn, _json = jstr(name),
     timeout = policy.timeout, retries = policy.retries or 0,
     backoff = policy.backoff or 0.5, max_backoff = policy.max_backoff or 30,
     retry_on = policy.retry_on or transient,
@@ -209,32 +222,53 @@ end
 
 -- {====== records ======}
 
--- The fields of a call record (an array, for size).
-local R_ID, R_PARENT, R_NODE, R_LABEL, R_ATTEMPT, R_STATUS, R_STARTED, R_ENDED, R_LANE,
-      R_INPUT, R_OUTPUT, R_ERROR, R_TRACEBACK, R_METRICS, R_ATTEMPTS, R_RUN =
-      1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16
-local FIELDS = { id = R_ID, parent = R_PARENT, node = R_NODE, label = R_LABEL,
-                 attempt = R_ATTEMPT, status = R_STATUS, started = R_STARTED, ended = R_ENDED,
-                 input = R_INPUT, output = R_OUTPUT, error = R_ERROR, traceback = R_TRACEBACK,
+-- A run keeps its calls' records as columns, run._c[R_FIELD][id], not as a table per call: a
+-- recorded call costs a few array slots, and the collector has no object per call to sweep.
+-- run.calls (and flow.current) give views of them.
+local R_PARENT, R_NODE, R_LABEL, R_ATTEMPT, R_STATUS, R_STARTED, R_ENDED, R_LANE, R_INPUT,
+      R_OUTPUT, R_ERROR, R_TRACEBACK, R_METRICS, R_ATTEMPTS = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10,
+      11, 12, 13, 14
+local NCOLUMNS = 14
+local FIELDS = { parent = R_PARENT, node = R_NODE, label = R_LABEL, attempt = R_ATTEMPT,
+                 status = R_STATUS, started = R_STARTED, ended = R_ENDED, input = R_INPUT,
+                 output = R_OUTPUT, error = R_ERROR, traceback = R_TRACEBACK,
                  metrics = R_METRICS, attempts = R_ATTEMPTS }
 
 local Record = { __name = "lasync.flow.Call" }
 function Record.__index(r, k)
+  local run, id = rawget(r, "_run"), rawget(r, "id")
   local i = FIELDS[k]
   if i then
-    local v = rawget(r, i)
-    if v == false then return nil end  -- (false stands for nil in the array)
+    local v = run._c[i][id]
+    if v == false then return nil end  -- (false stands for nil in the dense columns)
+    if (i == R_INPUT or i == R_OUTPUT) and type(v) == "number" then return tostring(v) end
     return v
   end
   if k == "task" then  -- the name of the task that made the call
-    local run, lane = rawget(r, R_RUN), rawget(r, R_LANE)
-    return run and run._lanes[lane] and run._lanes[lane].name
+    local l = run._lanes[run._c[R_LANE][id]]
+    return l and l.name
   end
   if k == "duration" then
-    local e = rawget(r, R_ENDED)
-    return e and e - rawget(r, R_STARTED)
+    local e = run._c[R_ENDED][id]
+    return e and e - run._c[R_STARTED][id]
   end
   return nil
+end
+function Record.__eq(a, b) return rawget(a, "_run") == rawget(b, "_run") and a.id == b.id end
+
+local function view(run, id) return setmetatable({ _run = run, id = id }, Record) end
+
+-- run.calls: the records in order, as views (#run.calls, run.calls[id], ipairs)
+local function calls_proxy(run)
+  return setmetatable({}, {
+    __name = "lasync.flow.Calls",
+    __len = function() return run._ncalls end,
+    __index = function(_, id)
+      if math.type(id) == "integer" and id >= 1 and id <= run._ncalls then return view(run, id) end
+      return nil
+    end,
+    __newindex = function() error("run.calls is read-only", 2) end,
+  })
 end
 
 -- {====== runs ======}
@@ -256,78 +290,149 @@ local function new_id()
 end
 
 -- The lane (index in run._lanes) of the running task in this run.
+local current_id = core.current_id
 local function lane_of(run)
-  local t = current_task()
+  local id = current_id() or 0
   local lanes = run._lane_of
-  local lane = lanes[t or false]
+  local lane = lanes[id]
   if lane == nil then
+    local t = current_task()
     lane = #run._lanes + 1
     run._lanes[lane] = { name = t and t:name() or "(no task)" }
-    lanes[t or false] = lane
+    lanes[id] = lane
   end
   return lane
 end
 
 -- {------ the log and the on_event hook ------}
 
-local function emit(run, ev)
-  local on_event = run._on_event
-  if on_event then
-    local ok, err = pcall(on_event, ev)
-    if not ok then warn("lasync.flow: on_event failed: ", safe_tostring(err)) end
-  end
-  local f = run._log
-  if f then
-    local parts = { "{" }
-    local first = true
-    for _, k in ipairs(ev._order) do
-      local v = ev[k]
-      if v ~= nil then
-        local tv = type(v)
-        local enc
-        if tv == "string" then enc = jstr(v)
-        elseif tv == "number" then enc = jnum(v)
-        elseif tv == "boolean" then enc = tostring(v)
-        elseif tv == "table" then  -- metrics: name -> number
-          local m = {}
-          for name, x in pairs(v) do m[#m + 1] = jstr(tostring(name)) .. ":" .. jnum(x) end
-          sort(m)
-          enc = "{" .. concat(m, ",") .. "}"
-        end
-        if enc then
-          parts[#parts + 1] = (first and "" or ",") .. jstr(k) .. ":" .. enc
-          first = false
-        end
-      end
-    end
-    parts[#parts + 1] = "}\n"
-    local ok, err = pcall(function() f:write(concat(parts)); f:flush() end)
-    if not ok then  -- a full disk must not fail the calls: say it once, then stop logging
-      warn("lasync.flow: cannot write the log: ", safe_tostring(err))
-      run._log = nil
-    end
+-- The log's lines are written and flushed at every turn of the scheduler (once the running
+-- task suspends), or every LOG_BATCH lines: a crash keeps what happened until its moment,
+-- without a system call per line.
+local LOG_BATCH = 256
+
+local function log_flush(run)
+  local f, buf, n = run._log, run._logbuf, run._logn
+  run._logn = 0
+  if f == nil or n == 0 then return end
+  local ok, err = pcall(f.write, f, concat(buf, "", 1, n))
+  if ok then ok, err = pcall(f.flush, f) end
+  for i = 1, n do buf[i] = nil end
+  if not ok then  -- a full disk must not fail the calls: say it once, then stop logging
+    warn("lasync.flow: cannot write the log: ", safe_tostring(err))
+    run._log = nil
   end
 end
 
-local START_ORDER = { "event", "t", "id", "parent", "node", "label", "attempt", "task", "input" }
-local RETRY_ORDER = { "event", "t", "id", "node", "attempt", "error", "delay" }
-local FINISH_ORDER = { "event", "t", "id", "node", "status", "attempts", "duration", "error",
-                       "output", "metrics" }
+local function log_write(run, line)
+  local n = run._logn + 1
+  run._logbuf[n] = line
+  run._logn = n
+  if n >= LOG_BATCH then
+    log_flush(run)
+  elseif n == 1 then  -- the first line of this turn: flush when the running task suspends
+    core.spawn(log_flush, run)
+  end
+end
+
+local function call_hook(run, ev)
+  local ok, err = pcall(run._on_event, ev)
+  if not ok then warn("lasync.flow: on_event failed: ", safe_tostring(err)) end
+end
+
+local function metrics_json(m)
+  local list = {}
+  for name, x in pairs(m) do list[#list + 1] = jstr(tostring(name)) .. ":" .. jnum(x) end
+  sort(list)
+  return "{" .. concat(list, ",") .. "}"
+end
+
+-- ',"key":<json>' for a string or number value, "" for nil/false
+local function opt_str(key, v) return v and (',"' .. key .. '":' .. jstr(v)) or "" end
+
+local function event_start(run, id, node)
+  local C = run._c
+  local t = C[R_STARTED][id] - run.started
+  local parent, label, input = C[R_PARENT][id], C[R_LABEL][id], ptext(C[R_INPUT][id])
+  local lane = run._lanes[C[R_LANE][id]]
+  if run._on_event then
+    call_hook(run, { event = "start", t = t, id = id, parent = parent or nil, node = node.name,
+                     label = label or nil, attempt = 1, task = lane.name, input = input })
+  end
+  if run._log then
+    lane.json = lane.json or jstr(lane.name)
+    log_write(run, fmt('{"event":"start","t":%.6f,"id":%d%s,"node":%s%s,"attempt":1,' ..
+      '"task":%s%s}\n', t, id, parent and (',"parent":' .. parent) or "", node._json,
+      opt_str("label", label), lane.json, opt_str("input", input)))
+  end
+end
+
+local function event_retry(run, id, node, attempt, err, delay)
+  local t = now() - run.started
+  if run._on_event then
+    call_hook(run, { event = "retry", t = t, id = id, node = node.name, attempt = attempt,
+                     error = err, delay = delay })
+  end
+  if run._log then
+    log_write(run, fmt('{"event":"retry","t":%.6f,"id":%d,"node":%s,"attempt":%d,' ..
+      '"error":%s,"delay":%.6f}\n', t, id, node._json, attempt, jstr(err), delay))
+  end
+end
+
+local function event_finish(run, id, node)
+  local C = run._c
+  local ended = C[R_ENDED][id]
+  local t, d = ended - run.started, ended - C[R_STARTED][id]
+  local status, attempt, err, output, m = C[R_STATUS][id], C[R_ATTEMPT][id], C[R_ERROR][id],
+    ptext(C[R_OUTPUT][id]), C[R_METRICS][id]
+  if run._on_event then
+    call_hook(run, { event = "finish", t = t, id = id, node = node.name, status = status,
+                     attempts = attempt, duration = d, error = err, output = output,
+                     metrics = m })
+  end
+  if run._log then
+    log_write(run, fmt('{"event":"finish","t":%.6f,"id":%d,"node":%s,"status":"%s",' ..
+      '"attempts":%d,"duration":%.6f%s%s%s}\n', t, id, node._json, status, attempt, d,
+      opt_str("error", err), opt_str("output", output),
+      m and (',"metrics":' .. metrics_json(m)) or ""))
+  end
+end
+
+local function event_run(run, ev, line)
+  if run._on_event then call_hook(run, ev) end
+  if run._log then log_write(run, line) end
+end
 
 local function wants_events(run) return run._log ~= nil or run._on_event ~= nil end
 
--- {------ counters, for the progress line and the summary ------}
-
-local function count(run, field, d) run._n[field] = run._n[field] + d end
-
 -- {====== calls ======}
+
+-- A traceback from `level` up (as debug.traceback's, without its search of package.loaded
+-- for the names of global functions, which costs a hundred times more: a retried call may
+-- fail many times).
+local getinfo = debug.getinfo
+local function quick_traceback(msg, level)
+  local lines = { msg, "stack traceback:" }
+  for l = level + 1, level + 40 do
+    local info = getinfo(l, "Sln")
+    if info == nil then break end
+    local where = info.what == "C" and "[C]" or (info.short_src .. ":" .. (info.currentline or 0))
+    local what = info.name and ("in " .. (info.namewhat ~= "" and info.namewhat or "function")
+                                .. " '" .. info.name .. "'")
+                 or (info.what == "main" and "in main chunk")
+                 or (info.what == "C" and "in ?")
+                 or ("in function <" .. info.short_src .. ":" .. info.linedefined .. ">")
+    lines[#lines + 1] = "\t" .. where .. ": " .. what
+  end
+  return concat(lines, "\n")
+end
 
 -- The message handler of an attempt: the error passes through unchanged; its traceback (not for
 -- cancellations) is kept for the record (r.tb, taken before anything can await).
 local last_traceback
 local function attempt_msgh(e)
   if not async.is_cancelled(e) then
-    last_traceback = traceback(type(e) == "string" and e or safe_tostring(e), 2)
+    last_traceback = quick_traceback(type(e) == "string" and e or safe_tostring(e), 2)
   end
   return e
 end
@@ -375,15 +480,17 @@ local function backoff_delay(node, attempt, err)
   return base * (0.5 + math.random() * 0.5)
 end
 
--- Runs node's attempts with its policy; rec (or nil outside a run) follows them. Returns the
--- packed pcall-style outcome of the last attempt (never raises).
-local function attempts(node, rec, run, ...)
+-- Runs node's attempts with its policy; the call id of run (or nil outside a run) follows them.
+-- Returns the packed pcall-style outcome of the last attempt (never raises).
+local function attempts(node, run, id, ...)
   local attempt = 0
+  local C = run and run._c
   while true do
     attempt = attempt + 1
-    if rec then rec[R_ATTEMPT] = attempt end
+    if C then C[R_ATTEMPT][id] = attempt end
     local r = run_attempt(node, ...)
-    if rec and rec[R_ATTEMPTS] then rec[R_ATTEMPTS].last = r.t0 end  -- the last attempt's start
+    local list = C and C[R_ATTEMPTS][id]
+    if list then list.last = r.t0 end  -- the last attempt's start
     if r[1] then return r end
     local err = r[2]
     -- cancelled from outside (this task, or a scope around the call): never retried
@@ -391,20 +498,16 @@ local function attempts(node, rec, run, ...)
     local ok, retry = pcall(node.retry_on, err)
     if not (ok and retry) then return r end
     local delay = backoff_delay(node, attempt, err)
-    if rec then
-      local list = rec[R_ATTEMPTS]
+    if C then
       if not list then
         list = {}
-        rec[R_ATTEMPTS] = list
+        C[R_ATTEMPTS][id] = list
+        run._n.retried = run._n.retried + 1
       end
       list[#list + 1] = { r.t0, now(), async.is_timeout(err) and "timeout" or "error",
                           safe_tostring(err) }
-      if attempt == 1 then count(run, "retried", 1) end
-      if wants_events(run) then
-        emit(run, { _order = RETRY_ORDER, event = "retry", t = now() - run.started,
-                    id = rec[R_ID], node = node.name, attempt = attempt + 1,
-                    error = safe_tostring(err), delay = delay })
-      end
+      if run._log or run._on_event then event_retry(run, id, node, attempt + 1, list[#list][4],
+                                                    delay) end
     end
     local slept, serr = pcall(sleep, delay)
     if not slept then return { false, serr, n = 2 } end  -- cancelled while waiting
@@ -419,18 +522,16 @@ local function label_of(node, ...)
   return "<name_of failed: " .. safe_tostring(s) .. ">"
 end
 
--- Finishes rec with the outcome r (packed, pcall style).
-local function finish(run, rec, node, r)
-  local ended = now()
-  rec[R_ENDED] = ended
-  local status
-  if r[1] then
-    status = "ok"
-    if node.capture then
-      rec[R_OUTPUT] = preview(r, 2, r.n, run._preview_bytes, run._redact)
-    end
+-- Finishes call id: status from the outcome (ok, or the error err with its traceback tb).
+local function finish(run, id, node, ok, err, tb)
+  local C = run._c
+  C[R_ENDED][id] = now()
+  local counts = run._n
+  counts.done = counts.done + 1  -- (running = started - done: run._ncalls - done)
+  if ok then
+    C[R_STATUS][id] = "ok"
   else
-    local err = r[2]
+    local status
     if async.is_cancelled(err) then
       status = "cancelled"
     elseif async.is_timeout(err) then
@@ -438,28 +539,59 @@ local function finish(run, rec, node, r)
     else
       status = "error"
     end
-    rec[R_ERROR] = safe_tostring(err)
-    if status ~= "cancelled" then rec[R_TRACEBACK] = r.tb or false end
+    C[R_STATUS][id] = status
+    C[R_ERROR][id] = safe_tostring(err)
+    if status ~= "cancelled" then C[R_TRACEBACK][id] = tb end
+    counts.failed = counts.failed + 1
   end
-  rec[R_STATUS] = status
-  local counts = run._n
-  counts.running = counts.running - 1
-  counts.done = counts.done + 1
-  if status ~= "ok" then counts.failed = counts.failed + 1 end
-  if wants_events(run) then
-    emit(run, { _order = FINISH_ORDER, event = "finish", t = ended - run.started,
-                id = rec[R_ID], node = node.name, status = status, attempts = rec[R_ATTEMPT],
-                duration = ended - rec[R_STARTED], error = rec[R_ERROR],
-                output = rec[R_OUTPUT], metrics = rec[R_METRICS] })
-  end
+  if run._log or run._on_event then event_finish(run, id, node) end
 end
 
--- The run the running code records into, and the record of the call it runs in (or nil).
+local function output_of(run, node, id, ...)
+  if not node.capture then return end
+  local n, v = select("#", ...), ...
+  run._c[R_OUTPUT][id] = n == 1 and (type(v) == "number" and v or scalar(v, run._preview_bytes))
+                         or preview(pack(...), 1, n, run._preview_bytes, run._redact)
+end
+
+-- Where the running code records: its run and the id of the call it runs in (0: none), read
+-- from the context (flow never sets these variables to nil).
+local get_context, context_enter, context_leave = core.context, core.context_enter,
+  core.context_leave
 local function where()
-  local cur = CURRENT:_raw()
-  if cur == nil then return nil, nil end
-  if getmetatable(cur) == Record then return rawget(cur, R_RUN), cur end
-  return cur, nil  -- a Run: in a session's block
+  local ctx = get_context()
+  if ctx == nil then return nil, 0 end
+  return ctx[RUNVAR], ctx[CURRENT] or 0
+end
+
+-- The end of a single-attempt call: ok, ... is xpcall's outcome.
+local function settle(run, id, node, prev, ctx, parent, ok, ...)
+  local tb = last_traceback
+  last_traceback = nil
+  if node._sem then node._sem:release() end
+  if not context_leave(prev, ctx) then CURRENT:_exit(prev, ctx, parent) end
+  if ok then
+    if node.capture then
+      local v = ...
+      if type(v) == "number" and select("#", ...) == 1 then
+        run._c[R_OUTPUT][id] = v
+      else
+        output_of(run, node, id, ...)
+      end
+    end
+    if run._log or run._on_event then
+      finish(run, id, node, true)
+    else  -- (finish, inline: the usual case)
+      local C = run._c
+      C[R_ENDED][id], C[R_STATUS][id] = now(), "ok"
+      local counts = run._n
+      counts.done = counts.done + 1
+    end
+    return ...
+  end
+  local err = ...
+  finish(run, id, node, false, err, tb)
+  error(err, 0)
 end
 
 -- flow.call(node_or_fn, ...) -> the node's results: its policy applied, and recorded in the
@@ -467,60 +599,80 @@ end
 function M.call(x, ...)
   local node = getmetatable(x) == Node and x or node_of(x, 2)
   local run, parent = where()
+  local single = node.retries == 0 and not node.timeout
   if run == nil or run.ended then  -- outside a session: the policy, nothing recorded
+    if single and not (node._sem or node._limiter) then return node.fn(...) end
     local r = attempts(node, nil, nil, ...)
     if r[1] then return unpack(r, 2, r.n) end
     error(r[2], 0)
   end
-  local calls = run.calls
-  local id = #calls + 1
-  local started = now()
-  local rec = setmetatable({ id, parent and parent[R_ID] or false, node.name,
-                             label_of(node, ...) or false, 1, "running", started, false,
-                             lane_of(run), false, false, false, false, false, false, run },
-                           Record)
+  local id = run._ncalls + 1
+  run._ncalls = id
+  local C = run._c
+  -- every dense column gets a value (false for none): their arrays stay arrays
+  C[R_PARENT][id] = parent > 0 and parent or false
+  C[R_NODE][id] = node.name
+  C[R_LABEL][id] = node.name_of and label_of(node, ...) or false
+  C[R_ATTEMPT][id] = 1
+  C[R_STATUS][id] = "running"
+  C[R_STARTED][id] = now()
+  C[R_ENDED][id] = false
+  C[R_LANE][id] = lane_of(run)
+  local input = false
   if node.capture then
-    local nargs = select("#", ...)
-    if nargs == 1 then  -- (no table for the arguments in the usual case)
-      rec[R_INPUT] = scalar((...), run._preview_bytes) or
-                     preview(pack(...), 1, 1, run._preview_bytes, run._redact)
+    local nargs, v = select("#", ...), ...
+    if nargs == 1 then
+      input = type(v) == "number" and v or scalar(v, run._preview_bytes) or
+              preview(pack(...), 1, 1, run._preview_bytes, run._redact)
     else
-      rec[R_INPUT] = preview(pack(...), 1, nargs, run._preview_bytes, run._redact)
+      input = preview(pack(...), 1, nargs, run._preview_bytes, run._redact)
     end
   end
-  calls[id] = rec
-  local counts = run._n
-  counts.started = counts.started + 1
-  counts.running = counts.running + 1
-  if wants_events(run) then
-    emit(run, { _order = START_ORDER, event = "start", t = started - run.started, id = id,
-                parent = rec[R_PARENT] or nil, node = node.name, label = rec[R_LABEL] or nil,
-                attempt = 1, task = run._lanes[rec[R_LANE]].name, input = rec[R_INPUT] or nil })
+  C[R_INPUT][id] = input
+  C[R_OUTPUT][id] = false
+  if run._log or run._on_event then event_start(run, id, node) end
+  local prev, ctx = context_enter(CURRENT, id)
+  if single then  -- one attempt: no tables for the outcome
+    if node._sem or node._limiter then
+      local err = acquire(node)
+      if err ~= nil then
+        if not context_leave(prev, ctx) then CURRENT:_exit(prev, ctx, parent) end
+        finish(run, id, node, false, err)
+        error(err, 0)
+      end
+    end
+    last_traceback = nil
+    return settle(run, id, node, prev, ctx, parent, xpcall(node.fn, attempt_msgh, ...))
   end
-  local prev, ctx = CURRENT:_enter(rec)
-  local r = attempts(node, rec, run, ...)
-  CURRENT:_exit(prev, ctx, parent or run)
-  if rec[R_STATUS] == "running" then finish(run, rec, node, r) end
-  if r[1] then return unpack(r, 2, r.n) end
+  local r = attempts(node, run, id, ...)
+  if not context_leave(prev, ctx) then CURRENT:_exit(prev, ctx, parent) end
+  if r[1] then
+    output_of(run, node, id, unpack(r, 2, r.n))
+    finish(run, id, node, true)
+    return unpack(r, 2, r.n)
+  end
+  finish(run, id, node, false, r[2], r.tb)
   error(r[2], 0)
 end
 
 -- flow.current() -> the record of the call running in this task, or nil
 function M.current()
-  local _, rec = where()
-  return rec
+  local run, id = where()
+  if run == nil or id == 0 then return nil end
+  return view(run, id)
 end
 
 -- flow.metric(name, n): adds n to the metric of the current call (tokens, cost, bytes...)
 function M.metric(name, n)
   if type(name) ~= "string" then error("flow.metric: name must be a string, got " .. type(name), 2) end
   if type(n) ~= "number" then error("flow.metric: n must be a number, got " .. type(n), 2) end
-  local _, rec = where()
-  if rec == nil then return end
-  local m = rec[R_METRICS]
+  local run, id = where()
+  if run == nil or id == 0 then return end
+  local col = run._c[R_METRICS]
+  local m = col[id]
   if not m then
     m = {}
-    rec[R_METRICS] = m
+    col[id] = m
   end
   m[name] = (m[name] or 0) + n
 end
@@ -584,7 +736,7 @@ local function progress_text(run)
   else
     parts[#parts + 1] = fmt("%d done", n.done)
   end
-  parts[#parts + 1] = fmt("%d running", n.running)
+  parts[#parts + 1] = fmt("%d running", run._ncalls - n.done)
   if n.failed > 0 then parts[#parts + 1] = fmt("%d failed", n.failed) end
   if n.retried > 0 then parts[#parts + 1] = fmt("%d retried", n.retried) end
   local rate = t > 0 and n.done / t or 0
@@ -642,24 +794,33 @@ function M.session(opts)
     for k in pairs(check.to_set(opts.redact)) do redact[k:lower()] = true end
   end
   local run = setmetatable({
-    id = new_id(), name = opts.name or "run", status = "running", calls = {},
+    id = new_id(), name = opts.name or "run", status = "running", _ncalls = 0,
     started = now(), started_at = os.time(), ended = nil, total = nil,
     result = nil, error = nil,
-    _n = { started = 0, running = 0, done = 0, failed = 0, retried = 0 },
-    _lanes = {}, _lane_of = setmetatable({}, { __mode = "k" }),
+    _n = { done = 0, failed = 0, retried = 0 },  -- (started: _ncalls)
+    _lanes = {}, _lane_of = {},  -- task id -> lane
     _redact = redact, _preview_bytes = math.tointeger(opts.preview_bytes) or 200,
     _on_event = opts.on_event,
     _trace = opts.trace, _report = opts.report,
   }, Run)
-  if opts.log then run._log = open_log(opts.log) end
+  run.calls = calls_proxy(run)
+  run._c = {}
+  for i = 1, NCOLUMNS do run._c[i] = {} end
+  if opts.log then
+    run._log, run._logbuf, run._logn = open_log(opts.log), {}, 0
+  end
   local progress = opts.progress
   if progress == nil then progress = core.isatty(2) end
-  run._outer = CURRENT:_raw()
-  run._prev_ctx, run._ctx = CURRENT:_enter(run)  -- calls in the block: this run, no parent
+  -- calls in the block: this run, no parent (both variables, for inner sessions too)
+  run._outer = { RUNVAR:_raw(), CURRENT:_raw() }
+  run._prev1, run._ctx1 = RUNVAR:_enter(run)
+  run._prev2, run._ctx2 = CURRENT:_enter(0)
   run._task = current_task()
   if wants_events(run) then
-    emit(run, { _order = { "event", "run", "name", "started_at" }, event = "run_start",
-                run = run.id, name = run.name, started_at = run.started_at })
+    event_run(run, { event = "run_start", run = run.id, name = run.name,
+                     started_at = run.started_at },
+              fmt('{"event":"run_start","run":%s,"name":%s,"started_at":%d}\n', jstr(run.id),
+                  jstr(run.name), run.started_at))
   end
   if progress then
     run._progress = core.spawn(progress_loop, run)
@@ -679,19 +840,28 @@ local function finalize(run, err)
   end
   run.status = status
   if status == "cancelled" then  -- calls still running were cancelled with the run
-    for _, rec in ipairs(run.calls) do
-      if rec[R_STATUS] == "running" then
-        rec[R_STATUS], rec[R_ENDED], rec[R_ERROR] = "cancelled", run.ended, "the run was cancelled"
+    local C = run._c
+    local st = C[R_STATUS]
+    for id = 1, run._ncalls do
+      if st[id] == "running" then
+        st[id], C[R_ENDED][id], C[R_ERROR][id] = "cancelled", run.ended, "the run was cancelled"
       end
     end
   end
-  if current_task() == run._task then CURRENT:_exit(run._prev_ctx, run._ctx, run._outer) end
+  if current_task() == run._task then
+    CURRENT:_exit(run._prev2, run._ctx2, run._outer[2])
+    RUNVAR:_exit(run._prev1, run._ctx1, run._outer[1])
+  end
   if wants_events(run) then
-    emit(run, { _order = { "event", "t", "run", "status", "calls", "error" }, event = "run_end",
-                t = run.ended - run.started, run = run.id, status = status, calls = #run.calls,
-                error = err ~= nil and safe_tostring(err) or nil })
+    local t = run.ended - run.started
+    local msg = err ~= nil and safe_tostring(err) or nil
+    event_run(run, { event = "run_end", t = t, run = run.id, status = status,
+                     calls = run._ncalls, error = msg },
+              fmt('{"event":"run_end","t":%.6f,"run":%s,"status":"%s","calls":%d%s}\n', t,
+                  jstr(run.id), status, run._ncalls, opt_str("error", msg)))
   end
   if run._log then
+    log_flush(run)
     pcall(run._log.close, run._log)
     run._log = nil
   end
@@ -752,8 +922,11 @@ end
 -- metrics = {name = sum}}, ...} by node, in order of first call
 function Run:stats()
   local by, order = {}, {}
-  for _, rec in ipairs(self.calls) do
-    local name = rec[R_NODE]
+  local C = self._c
+  local nodes, status, attempts_, ended, started, metrics = C[R_NODE], C[R_STATUS],
+    C[R_ATTEMPTS], C[R_ENDED], C[R_STARTED], C[R_METRICS]
+  for id = 1, self._ncalls do
+    local name = nodes[id]
     local s = by[name]
     if s == nil then
       s = { node = name, calls = 0, ok = 0, failed = 0, retried = 0, busy = 0, metrics = {},
@@ -762,16 +935,16 @@ function Run:stats()
       order[#order + 1] = s
     end
     s.calls = s.calls + 1
-    local st = rec[R_STATUS]
+    local st = status[id]
     if st == "ok" then s.ok = s.ok + 1 elseif st ~= "running" then s.failed = s.failed + 1 end
-    if rec[R_ATTEMPTS] then s.retried = s.retried + 1 end
-    local e = rec[R_ENDED]
+    if attempts_[id] then s.retried = s.retried + 1 end
+    local e = ended[id]
     if e then
-      local d = e - rec[R_STARTED]
+      local d = e - started[id]
       s._d[#s._d + 1] = d
       s.busy = s.busy + d
     end
-    local m = rec[R_METRICS]
+    local m = metrics[id]
     if m then
       for k, v in pairs(m) do s.metrics[k] = (s.metrics[k] or 0) + v end
     end
@@ -851,64 +1024,69 @@ local function write_file(path, chunks, what)
   f:close()
 end
 
-local function us(run, t) return fmt("%.3f", (t - run.started) * 1e6) end
 
 -- run:trace_events() -> the trace as a list of JSON texts, one event each
 function Run:trace_events()
-  local out = {}
-  local pid = 1
-  out[#out + 1] = fmt('{"ph":"M","name":"process_name","pid":%d,"tid":0,"args":{"name":%s}}',
-                      pid, jstr("lasync flow " .. self.name))
+  local out, n = {}, 0
+  local function add(e) n = n + 1; out[n] = e end
+  add(fmt('{"ph":"M","name":"process_name","pid":1,"tid":0,"args":{"name":%s}}',
+          jstr("lasync flow " .. self.name)))
   for lane, l in ipairs(self._lanes) do
-    out[#out + 1] = fmt('{"ph":"M","name":"thread_name","pid":%d,"tid":%d,"args":{"name":%s}}',
-                        pid, lane, jstr(l.name))
+    add(fmt('{"ph":"M","name":"thread_name","pid":1,"tid":%d,"args":{"name":%s}}', lane,
+            jstr(l.name)))
   end
   local names = {}  -- node name -> its JSON text
+  local t0 = self.started
   local ended = self.ended or now()
-  local calls = self.calls
-  for i = 1, #calls do
-    local rec = calls[i]
-    local node = rec[R_NODE]
+  local C = self._c
+  local nodes, lanes, parents, labels, inputs, attempts_, starts, ends, outputs, errors,
+        metrics, attempt, status = C[R_NODE], C[R_LANE], C[R_PARENT], C[R_LABEL], C[R_INPUT],
+        C[R_ATTEMPTS], C[R_STARTED], C[R_ENDED], C[R_OUTPUT], C[R_ERROR], C[R_METRICS],
+        C[R_ATTEMPT], C[R_STATUS]
+  local function json_preview(p)  -- numbers need no escaping
+    if type(p) == "number" then return '"' .. tostring(p) .. '"' end
+    return jstr(p)
+  end
+  for id = 1, self._ncalls do
+    local node = nodes[id]
     local jname = names[node]
     if jname == nil then
       jname = jstr(node)
       names[node] = jname
     end
-    local lane = rec[R_LANE]
-    local args = { '"id":' .. rec[R_ID] }
-    if rec[R_PARENT] then args[#args + 1] = '"parent":' .. rec[R_PARENT] end
-    if rec[R_LABEL] then args[#args + 1] = '"label":' .. jstr(rec[R_LABEL]) end
-    if rec[R_INPUT] then args[#args + 1] = '"input":' .. jstr(rec[R_INPUT]) end
-    local tries = rec[R_ATTEMPTS]
-    local last_start = rec[R_STARTED]
+    local lane, parent_id = lanes[id], parents[id]
+    local label, input = labels[id], inputs[id]
+    -- the fields every attempt's event has: id, parent, label, input
+    local common = '"id":' .. id .. (parent_id and (',"parent":' .. parent_id) or "") ..
+                   (label and (',"label":' .. jstr(label)) or "") ..
+                   (input and (',"input":' .. json_preview(input)) or "")
+    local tries = attempts_[id]
+    local last_start = starts[id]
     if tries then  -- one event per attempt
       for a, at in ipairs(tries) do
-        out[#out + 1] = fmt('{"name":%s,"cat":"node","ph":"X","ts":%s,"dur":%s,"pid":%d,' ..
-          '"tid":%d,"args":{%s,"attempt":%d,"status":%s,"error":%s}}', jname, us(self, at[1]),
-          fmt("%.3f", (at[2] - at[1]) * 1e6), pid, lane, concat(args, ","), a, jstr(at[3]),
-          jstr(at[4]))
+        add(fmt('{"name":%s,"cat":"node","ph":"X","ts":%.3f,"dur":%.3f,"pid":1,"tid":%d,' ..
+          '"args":{%s,"attempt":%d,"status":%s,"error":%s}}', jname, (at[1] - t0) * 1e6,
+          (at[2] - at[1]) * 1e6, lane, common, a, jstr(at[3]), jstr(at[4])))
       end
       last_start = tries.last or tries[#tries][2]
     end
-    local e = rec[R_ENDED] or ended
-    local fargs = { concat(args, ","), '"attempt":' .. rec[R_ATTEMPT],
-                    '"status":' .. jstr(rec[R_STATUS]) }
-    if rec[R_OUTPUT] then fargs[#fargs + 1] = '"output":' .. jstr(rec[R_OUTPUT]) end
-    if rec[R_ERROR] then fargs[#fargs + 1] = '"error":' .. jstr(rec[R_ERROR]) end
-    local m = rec[R_METRICS]
+    local e = ends[id] or ended
+    local output, err, m = outputs[id], errors[id], metrics[id]
+    local extra = (output and (',"output":' .. json_preview(output)) or "") ..
+                  (err and (',"error":' .. jstr(err)) or "")
     if m then
-      for k, v in pairs(m) do fargs[#fargs + 1] = jstr("metric." .. k) .. ":" .. jnum(v) end
+      for k, v in pairs(m) do extra = extra .. "," .. jstr("metric." .. k) .. ":" .. jnum(v) end
     end
-    out[#out + 1] = fmt('{"name":%s,"cat":"node","ph":"X","ts":%s,"dur":%s,"pid":%d,"tid":%d,' ..
-      '"args":{%s}}', jname, us(self, last_start), fmt("%.3f", max(0, e - last_start) * 1e6),
-      pid, lane, concat(fargs, ","))
-    local parent = rec[R_PARENT] and calls[rec[R_PARENT]]
-    if parent and parent[R_LANE] ~= lane then  -- an arrow from the parent's lane to the child
-      local ts = us(self, rec[R_STARTED])
-      out[#out + 1] = fmt('{"name":"call","cat":"flow","ph":"s","id":%d,"ts":%s,"pid":%d,' ..
-                          '"tid":%d}', rec[R_ID], ts, pid, parent[R_LANE])
-      out[#out + 1] = fmt('{"name":"call","cat":"flow","ph":"f","bp":"e","id":%d,"ts":%s,' ..
-                          '"pid":%d,"tid":%d}', rec[R_ID], ts, pid, lane)
+    add(fmt('{"name":%s,"cat":"node","ph":"X","ts":%.3f,"dur":%.3f,"pid":1,"tid":%d,' ..
+      '"args":{%s,"attempt":%d,"status":"%s"%s}}', jname, (last_start - t0) * 1e6,
+      max(0, e - last_start) * 1e6, lane, common, attempt[id], status[id], extra))
+    local plane = parent_id and lanes[parent_id]
+    if plane and plane ~= lane then  -- an arrow from the parent's lane to the child
+      local ts = (starts[id] - t0) * 1e6
+      add(fmt('{"name":"call","cat":"flow","ph":"s","id":%d,"ts":%.3f,"pid":1,"tid":%d}', id, ts,
+              plane))
+      add(fmt('{"name":"call","cat":"flow","ph":"f","bp":"e","id":%d,"ts":%.3f,"pid":1,' ..
+              '"tid":%d}', id, ts, lane))
     end
   end
   return out
@@ -918,25 +1096,19 @@ end
 -- (ui.perfetto.dev) and chrome://tracing
 function Run:save_trace(path)
   if type(path) ~= "string" then error("run:save_trace: path must be a string", 2) end
-  local events = self:trace_events()
-  local chunks = { '{"displayTimeUnit":"ms","otherData":{"run":', jstr(self.id), ',"name":',
-                   jstr(self.name), ',"status":', jstr(self.status), '},"traceEvents":[\n' }
-  for i = 1, #events do
-    chunks[#chunks + 1] = events[i]
-    chunks[#chunks + 1] = i < #events and ",\n" or "\n"
-  end
-  chunks[#chunks + 1] = "]}\n"
-  write_file(path, chunks, "run:save_trace")
+  local head = '{"displayTimeUnit":"ms","otherData":{"run":' .. jstr(self.id) .. ',"name":' ..
+               jstr(self.name) .. ',"status":' .. jstr(self.status) .. '},"traceEvents":[\n'
+  write_file(path, { head, concat(self:trace_events(), ",\n"), "\n]}\n" }, "run:save_trace")
 end
 
 -- run:save_report(path): the self-contained HTML report (lasync.flow_report)
 function Run:save_report(path)
   if type(path) ~= "string" then error("run:save_report: path must be a string", 2) end
   write_file(path, require("lasync.flow_report").render(self, {
-    R_ID = R_ID, R_PARENT = R_PARENT, R_NODE = R_NODE, R_LABEL = R_LABEL,
-    R_ATTEMPT = R_ATTEMPT, R_STATUS = R_STATUS, R_STARTED = R_STARTED, R_ENDED = R_ENDED,
-    R_LANE = R_LANE, R_INPUT = R_INPUT, R_OUTPUT = R_OUTPUT, R_ERROR = R_ERROR,
-    R_TRACEBACK = R_TRACEBACK, R_METRICS = R_METRICS, R_ATTEMPTS = R_ATTEMPTS,
+    R_PARENT = R_PARENT, R_NODE = R_NODE, R_LABEL = R_LABEL, R_ATTEMPT = R_ATTEMPT,
+    R_STATUS = R_STATUS, R_STARTED = R_STARTED, R_ENDED = R_ENDED, R_LANE = R_LANE,
+    R_INPUT = R_INPUT, R_OUTPUT = R_OUTPUT, R_ERROR = R_ERROR, R_TRACEBACK = R_TRACEBACK,
+    R_METRICS = R_METRICS, R_ATTEMPTS = R_ATTEMPTS,
   }, jstr, jnum), "run:save_report")
 end
 

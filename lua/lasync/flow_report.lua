@@ -404,61 +404,56 @@ document.body.dataset.ready = "1";
 </html>
 ]==]
 
--- A JSON object of the sparse string field k of the records, keyed by call id.
-local function sparse(calls, k, jstr)
+-- A JSON object of the sparse string column col (of n calls), keyed by call id.
+local function sparse(col, n, jstr)
   local out = {}
-  for i = 1, #calls do
-    local v = calls[i][k]
-    if v then out[#out + 1] = '"' .. i .. '":' .. jstr(v) end
+  for i = 1, n do
+    local v = col[i]
+    if v then out[#out + 1] = '"' .. i .. '":' .. jstr(type(v) == "string" and v or tostring(v)) end
   end
   return "{" .. concat(out, ",") .. "}"
 end
 
-local function us(run, t)
-  return fmt("%.1f", (t - run.started) * 1e6)
-end
-
 -- render(run, R, jstr, jnum) -> the report's text, as a list of chunks. R names the record
--- fields (lasync.flow's R_*); jstr/jnum encode JSON strings and numbers.
+-- columns (lasync.flow's R_*, of run._c); jstr/jnum encode JSON strings and numbers.
 function M.render(run, R, jstr, jnum)
-  local calls = run.calls
-  local n = #calls
+  local C = run._c
+  local n = run._ncalls
+  local t0 = run.started
+  local function us(t) return fmt("%.1f", (t - t0) * 1e6) end
   local nodes, node_index = {}, {}
-  local col = { parent = {}, node = {}, lane = {}, start = {}, ["end"] = {}, status = {},
-                attempt = {} }
+  local col = { parent = {}, node = {}, start = {}, ["end"] = {}, status = {} }
+  local cnode, cparent, cstart, cend, cstatus = C[R.R_NODE], C[R.R_PARENT], C[R.R_STARTED],
+    C[R.R_ENDED], C[R.R_STATUS]
   for i = 1, n do
-    local rec = calls[i]
-    local name = rec[R.R_NODE]
+    local name = cnode[i]
     local ni = node_index[name]
     if ni == nil then
       nodes[#nodes + 1] = jstr(name)
       ni = #nodes
       node_index[name] = ni
     end
-    col.parent[i] = rec[R.R_PARENT] or 0
+    col.parent[i] = cparent[i] or 0
     col.node[i] = ni
-    col.lane[i] = rec[R.R_LANE]
-    col.start[i] = us(run, rec[R.R_STARTED])
-    col["end"][i] = rec[R.R_ENDED] and us(run, rec[R.R_ENDED]) or -1
-    col.status[i] = STATUS[rec[R.R_STATUS]] or 4
-    col.attempt[i] = rec[R.R_ATTEMPT]
+    col.start[i] = us(cstart[i])
+    col["end"][i] = cend[i] and us(cend[i]) or -1
+    col.status[i] = STATUS[cstatus[i]] or 4
   end
   local lanes = {}
   for i, l in ipairs(run._lanes) do lanes[i] = jstr(l.name) end
   local attempts, final, metrics = {}, {}, {}
+  local cattempts, cmetrics = C[R.R_ATTEMPTS], C[R.R_METRICS]
   for i = 1, n do
-    local rec = calls[i]
-    local at = rec[R.R_ATTEMPTS]
+    local at = cattempts[i]
     if at then
       local list = {}
       for k, a in ipairs(at) do
-        list[k] = "[" .. us(run, a[1]) .. "," .. us(run, a[2]) .. "," .. jstr(a[3]) .. "," ..
-                  jstr(a[4]) .. "]"
+        list[k] = "[" .. us(a[1]) .. "," .. us(a[2]) .. "," .. jstr(a[3]) .. "," .. jstr(a[4]) .. "]"
       end
       attempts[#attempts + 1] = '"' .. i .. '":[' .. concat(list, ",") .. "]"
-      final[#final + 1] = '"' .. i .. '":' .. us(run, at.last or at[#at][2])
+      final[#final + 1] = '"' .. i .. '":' .. us(at.last or at[#at][2])
     end
-    local m = rec[R.R_METRICS]
+    local m = cmetrics[i]
     if m then
       local list = {}
       for k, v in pairs(m) do list[#list + 1] = jstr(tostring(k)) .. ":" .. jnum(v) end
@@ -483,22 +478,22 @@ function M.render(run, R, jstr, jnum)
   end)()) or "null"
   local data = {
     '{"run":{"id":', jstr(run.id), ',"name":', jstr(run.name), ',"status":', jstr(run.status),
-    ',"started_at":', jnum(run.started_at), ',"duration":', us(run, ended), ',"error":', err,
+    ',"started_at":', jnum(run.started_at), ',"duration":', us(ended), ',"error":', err,
     ',"summary":[', concat(summary, ","), "]}",
     ',"nodes":[', concat(nodes, ","), "]",
     ',"lanes":[', concat(lanes, ","), "]",
     ',"parent":[', concat(col.parent, ","), "]",
     ',"node":[', concat(col.node, ","), "]",
-    ',"lane":[', concat(col.lane, ","), "]",
+    ',"lane":[', concat(C[R.R_LANE], ",", 1, n), "]",
     ',"start":[', concat(col.start, ","), "]",
     ',"end":[', concat(col["end"], ","), "]",
     ',"status":[', concat(col.status, ","), "]",
-    ',"attempt":[', concat(col.attempt, ","), "]",
-    ',"label":', sparse(calls, R.R_LABEL, jstr),
-    ',"input":', sparse(calls, R.R_INPUT, jstr),
-    ',"output":', sparse(calls, R.R_OUTPUT, jstr),
-    ',"error":', sparse(calls, R.R_ERROR, jstr),
-    ',"traceback":', sparse(calls, R.R_TRACEBACK, jstr),
+    ',"attempt":[', concat(C[R.R_ATTEMPT], ",", 1, n), "]",
+    ',"label":', sparse(C[R.R_LABEL], n, jstr),
+    ',"input":', sparse(C[R.R_INPUT], n, jstr),
+    ',"output":', sparse(C[R.R_OUTPUT], n, jstr),
+    ',"error":', sparse(C[R.R_ERROR], n, jstr),
+    ',"traceback":', sparse(C[R.R_TRACEBACK], n, jstr),
     ',"attempts":{', concat(attempts, ","), "}",
     ',"final":{', concat(final, ","), "}",
     ',"metrics":{', concat(metrics, ","), "}}",
