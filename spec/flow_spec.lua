@@ -546,6 +546,27 @@ describe("lasync.flow progress", function()
     assert.equal("\r\27[K", out:sub(-4))          -- and the run leaves the line clean
   end)
 
+  it("a run that is cancelled (as by Ctrl-C) leaves the terminal clean too", function()
+    local path = helper.script([[
+      local async = require("lasync")
+      local flow = async.flow
+      local slow = flow.node("slow", function() async.sleep(30) end)
+      local t = async.spawn(function()
+        local run <close> = flow.session{ name = "stopped" }
+        flow.map(slow, { 1, 2, 3 })
+      end)
+      async.sleep(0.35)
+      t:cancel("Ctrl-C")
+      pcall(t.await, t)
+      io.write("after\n")
+    ]])
+    local r = helper.sh("script -qec " .. helper.q(helper.q(helper.LASYNC) .. " " .. helper.q(path))
+                        .. " /dev/null")
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("flow stopped:%s+0/3 done%s+3 running", r.stdout)
+    assert.matches("\r\27%[Kafter\r?\n$", r.stdout)  -- cleared before the script went on
+  end)
+
   it("off when stderr is not a terminal, or with progress = false", function()
     local path = helper.script(SCRIPT:format("0", ""))
     local r = helper.lasync(helper.q(path))
