@@ -61,9 +61,63 @@ static int core_set_context(lua_State *L) {
   return 0;
 }
 
+/* core.context_enter(key, value) -> prev, new: the current context becomes new, a copy of it
+** with key = value (value must not be nil); prev is the one before (nil if empty). For
+** ContextVar:_enter, which lasync.flow calls around every call: one C call, no Lua loop. */
+static int core_context_enter(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  int slot = slot_of(rt);
+  luaL_checkany(L, 2);
+  lua_settop(L, 2);
+  if (!rt->ctx_used) {
+    lua_newtable(L);
+    rt->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt->ctx_used = 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ctx_ref);  /* 3: the slot table */
+  lua_rawgeti(L, 3, slot);                         /* 4: prev */
+  lua_createtable(L, 0, 4);                        /* 5: new */
+  if (lua_istable(L, 4)) {
+    lua_pushnil(L);
+    while (lua_next(L, 4)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_rawset(L, 5);
+    }
+  }
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_rawset(L, 5);
+  lua_pushvalue(L, 5);
+  lua_rawseti(L, 3, slot);
+  return 2;  /* prev, new */
+}
+
+/* core.context_leave(prev, ctx) -> true if the current context was ctx (then prev is the
+** current one again), false (nothing changed) if something else was set meanwhile */
+static int core_context_leave(lua_State *L) {
+  lasync__runtime *rt = lasync__rt(L);
+  int slot = slot_of(rt), same;
+  if (!rt->ctx_used) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  lua_settop(L, 2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ctx_ref);  /* 3 */
+  lua_rawgeti(L, 3, slot);
+  same = lua_rawequal(L, -1, 2);
+  if (same) {
+    lua_pushvalue(L, 1);
+    lua_rawseti(L, 3, slot);
+  }
+  lua_pushboolean(L, same);
+  return 1;
+}
+
 void lasync__open_context(lua_State *L, lasync__runtime *rt) {
   static const luaL_Reg funcs[] = {
-    {"context", core_context}, {"set_context", core_set_context}, {NULL, NULL}
+    {"context", core_context}, {"set_context", core_set_context},
+    {"context_enter", core_context_enter}, {"context_leave", core_context_leave}, {NULL, NULL}
   };
   lua_pushlightuserdata(L, rt);
   luaL_setfuncs(L, funcs, 1);
