@@ -41,6 +41,26 @@ describe("plain lua5.4", function()
     assert.equal("", r.stderr)
   end)
 
+  it("a script that calls async.main runs unchanged under the lasync interpreter", function()
+    local body = [[
+      local async = require("lasync")
+      print(async.main(function(a) async.sleep(0.01) return a .. "!" end, "same"))
+    ]]
+    local plain = helper.lua(body)
+    assert.equal(0, plain.code, plain.stderr)
+    assert.equal("same!\n", plain.stdout)
+    local r = helper.lasync(q(helper.script(body)))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(plain.stdout, r.stdout)
+    -- inside a task it is a plain call: an error reaches the caller
+    r = helper.lasync(q(helper.script([[
+      local async = require("lasync")
+      print(pcall(async.main, function() async.sleep(0) error("inside", 0) end))
+    ]])))
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("false\tinside\n", r.stdout)
+  end)
+
   it("async.main prints where the main task failed, with its traceback, and exits 1", function()
     local r = helper.lua([[
       local async = require("lasync")

@@ -517,6 +517,9 @@ function M.main(fn, ...)
   if type(fn) ~= "function" and not (getmetatable(fn) or {}).__call then
     error("main: expected a function, got " .. type(fn), 2)
   end
+  -- already inside a task (a script run by the lasync interpreter, say): a plain call, so
+  -- that one script runs unchanged under lua5.4 and lasync
+  if M.current_task() then return fn(...) end
   local status, r = M._run_main(fn, nil, ...)
   if status ~= 0 then os.exit(status, true) end
   return unpack(r, 2, r.n)
