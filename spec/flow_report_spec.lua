@@ -20,10 +20,15 @@ local function render(path, extra)
   return r
 end
 
-local function tmpfile(ext)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. ext
+local tmpfile = helper.tmpfile
+
+-- The DOM of the report at path once its script finished (the file is removed)
+local function rendered_dom(path)
+  local r = render(path)
+  os.remove(path)
+  assert.equal(0, r.code, r.stderr)
+  assert.is_truthy(r.stdout:find('data-ready="1"', 1, true), "the page's script did not finish")
+  return r.stdout
 end
 
 -- A run with nested calls, a retried call, a failure and a label.
@@ -65,11 +70,7 @@ describe("the flow report in a browser", function()
     assert.is_falsy(page:find("<link", 1, true))
     assert.is_falsy(page:find("https?://[%w.]+/[%w/]*%.js"))
     assert.is_falsy(page:find("@import", 1, true))
-    local r = render(path)
-    os.remove(path)
-    assert.equal(0, r.code, r.stderr)
-    local dom = r.stdout
-    assert.is_truthy(dom:find('data-ready="1"', 1, true), "the page's script did not finish")
+    local dom = rendered_dom(path)
     assert.matches("lasync flow: report%-test", dom)
     -- the call tree: every call has a row (the run is small), nested under its parent
     local rows = 0
@@ -99,11 +100,7 @@ describe("the flow report in a browser", function()
       local _ <close> = flow.session{ name = "bulk", report = path }
       for i = 1, 100000 do pcall(node, i) end
     end
-    local r = render(path)
-    os.remove(path)
-    assert.equal(0, r.code, r.stderr)
-    local dom = r.stdout
-    assert.is_truthy(dom:find('data-ready="1"', 1, true), "the page's script did not finish")
+    local dom = rendered_dom(path)
     assert.matches("<b>100000</b> calls", dom)
     assert.matches("Failures %(100%)", dom)
     local rows = 0

@@ -4,18 +4,9 @@ local async = helper.async
 local flow = require("lasync.flow")
 local cjson = require("cjson")
 
-local function tmpfile(ext)
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. ext
-end
+local tmpfile = helper.tmpfile
 
-local function read(path)
-  local f = assert(io.open(path))
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local function read(path) return (assert(helper.readfile(path))) end
 
 local function by_node(run, name)
   local out = {}

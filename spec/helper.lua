@@ -105,6 +105,13 @@ local function readfile(path)
 end
 M.readfile = readfile  -- the content of a file, or nil
 
+-- A fresh path in the temp directory ending in ext (".json", ".html"): nothing is there yet
+function M.tmpfile(ext)
+  local p = os.tmpname()
+  os.remove(p)
+  return p .. (ext or "")
+end
+
 function M.q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
