@@ -530,7 +530,7 @@ static int fill(lua_State *L, lfile *f) {
   r = freq_new(L, REQ_READ);
   r->data = (char *)malloc(n);
   if (r->data == NULL) {
-    free(r);
+    lasync__req_free(&r->base);
     return luaL_error(L, "not enough memory");
   }
   r->file = f;
@@ -757,7 +757,7 @@ static int file_write(lua_State *L) {
   r = freq_new(L, REQ_WRITE);
   r->data = join_args(L, 2, n, total);  /* the thread pool reads a copy that outlives a cancel */
   if (r->data == NULL) {
-    free(r);
+    lasync__req_free(&r->base);
     return luaL_error(L, "not enough memory");
   }
   r->len = total;
@@ -1005,7 +1005,7 @@ static wjob *wjob_new(lua_State *L, const char *path, int flags) {
   wjob *j = (wjob *)lasync__req_new(L, &wjob_type, sizeof *j);
   j->path = strdup(path);
   if (j->path == NULL) {
-    free(j);
+    lasync__req_free(&j->base);
     luaL_error(L, "not enough memory");
     return NULL;  /* not reached */
   }

@@ -883,7 +883,7 @@ static creq *new_connect(lua_State *L, size_t size) {
   creq *c = (creq *)lasync__req_new(L, &creq_type, sizeof *c);
   c->h = (uv_stream_t *)malloc(size);
   if (c->h == NULL) {
-    free(c);
+    lasync__req_free(&c->base);
     luaL_error(L, "not enough memory");
     return NULL;  /* not reached */
   }
