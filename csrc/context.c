@@ -16,6 +16,15 @@ static int slot_of(lasync__runtime *rt) {
   return rt->current ? rt->current->slot : ROOT;
 }
 
+/* Creates the table of contexts by slot when a context is first set. [-0, +0, m] */
+static void ensure_contexts(lua_State *L, lasync__runtime *rt) {
+  if (!rt->ctx_used) {
+    lua_newtable(L);
+    rt->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt->ctx_used = 1;
+  }
+}
+
 void lasync__context_inherit(lua_State *L, lasync__runtime *rt, int slot) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ctx_ref);
   if (lua_rawgeti(L, -1, slot_of(rt)) != LUA_TNIL)
@@ -50,11 +59,7 @@ static int core_set_context(lua_State *L) {
   lasync__runtime *rt = lasync__rt(L);
   if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  if (!rt->ctx_used) {
-    lua_newtable(L);
-    rt->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    rt->ctx_used = 1;
-  }
+  ensure_contexts(L, rt);
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ctx_ref);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, slot_of(rt));
@@ -69,11 +74,7 @@ static int core_context_enter(lua_State *L) {
   int slot = slot_of(rt);
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  if (!rt->ctx_used) {
-    lua_newtable(L);
-    rt->ctx_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    rt->ctx_used = 1;
-  }
+  ensure_contexts(L, rt);
   lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ctx_ref);  /* 3: the slot table */
   lua_rawgeti(L, 3, slot);                         /* 4: prev */
   lua_createtable(L, 0, 4);                        /* 5: new */

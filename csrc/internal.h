@@ -197,7 +197,6 @@ struct lasync__runtime {
   lasync__req *reqs;           /* req.c: requests a task waits for (op != NULL) */
   int ctx_ref;                 /* context.c: registry: slot -> context (0: outside tasks) */
   unsigned char ctx_used;      /* a context was set: ctx_ref exists */
-  const lasync__subsystem *subsystems;  /* lasync__subsystems */
 };
 
 /* {====== the subsystems of lasync.core (subsys.c) ======} */
@@ -408,7 +407,8 @@ int lasync__req_await(lua_State *L, lasync__req *r, int rc, lasync_deliver_fn de
 /* The completion, from the libuv callback: wakes the task, or frees an abandoned request.
 ** Runs no Lua. */
 void lasync__req_done(lasync__req *r, int status);
-/* For deliver functions: frees r, whose results were taken. */
+/* Frees r: in its deliver function (the results were taken), or when it could not be started
+** (then never free() it: it is linked in the runtime). */
 void lasync__req_free(lasync__req *r);
 /* Nobody will take r's results (its Lua state is closing): frees it if it completed, else its
 ** completion will, as when its task is cancelled. Does nothing if its task gave up already.

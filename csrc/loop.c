@@ -250,7 +250,6 @@ static lasync__runtime *new_runtime(lua_State *L) {
     rt->owns_loop = 1;
   }
   lua_pop(L, 1);
-  rt->subsystems = lasync__subsystems;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   rt->L = lua_tothread(L, -1);
   lua_pop(L, 1);

@@ -401,7 +401,7 @@ void lasync__arm_wake(lasync__runtime *rt, double now) {
 ** alive (an external op a host completes). */
 static int pending(lasync__runtime *rt) {
   const lasync__subsystem *s;
-  for (s = rt->subsystems; s->name; s++)
+  for (s = lasync__subsystems; s->name; s++)
     if (s->pending && s->pending(rt)) return 1;
   return 0;
 }

@@ -264,7 +264,7 @@ static void set_disposition(int signum, const struct sigaction *sa, struct sigac
 }
 
 static void interrupts_off(lasync__runtime *rt, lua_State *L) {
-  if (int_owner != rt || int_owner == NULL) return;
+  if (int_owner != rt) return;  /* (rt is never NULL) */
   set_disposition(SIGINT, &int_prev[0], NULL);
   set_disposition(SIGQUIT, &int_prev[1], NULL);
   if (L) {  /* else the runtime is closing: lasync__close_notifiers closes them */
