@@ -37,7 +37,6 @@ local function is_num(v) return type(v) == "number" and v == v end  -- NaN is no
 -- v as an integer if it is a number with an integral value (math.tointeger also converts the
 -- string "1" in Lua 5.4.4), else nil
 local function toint(v) return type(v) == "number" and tointeger(v) or nil end
-M.toint = toint
 
 M.any = new_type("any value", function() return true end)
 M.string = new_type("a string", function(v) return type(v) == "string" end)
@@ -49,10 +48,8 @@ M.callable = new_type("a function", function(v)
   local mt = getmetatable(v)
   return type(mt) == "table" and mt.__call ~= nil
 end)
-M.number = new_type("a number", is_num)
 M.seconds = new_type("a number >= 0 (seconds)", function(v) return is_num(v) and v >= 0 end)
 M.positive = new_type("a number > 0", function(v) return is_num(v) and v > 0 end)
-M.integer = new_type("an integer", function(v) return toint(v) ~= nil end)
 M.count = new_type("an integer >= 1", function(v)
   v = toint(v)
   return v ~= nil and v >= 1
@@ -261,15 +258,6 @@ end
 function M.array(spec)
   spec.array = true
   return spec
-end
-
--- check.value(fname, name, checker, v [, level = 2]) -> v: one value checked the same way,
--- for an option that arrives as a plain argument ("async.Queue: option 'maxsize' must be ...").
-function M.value(fname, name, c, v, level)
-  if v ~= nil and not c.ok(v) then
-    error(fmt("%s: option '%s' must be %s, %s", fname, name, c.what, got(v)), (level or 2) + 1)
-  end
-  return v
 end
 
 return M

@@ -19,10 +19,7 @@ Available options are:
   -         execute stdin and stop handling options
 ]==]
 
-local function report(msg)
-  io.stderr:write("lasync: ", msg, "\n")
-  io.stderr:flush()
-end
+local report = async._report
 
 local function parse(argv)
   local o = { execs = {}, script = nil, script_index = nil, flow = nil }

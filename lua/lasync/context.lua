@@ -106,15 +106,7 @@ end
 
 function ContextVar:_exit(prev, ctx, old)
   if context_leave(prev, ctx) then return end
-  -- the call set other variables meanwhile: they stay, as in Python
-  local now_ctx = get_context()
-  local new = {}
-  if now_ctx then
-    for k, v in next, now_ctx do new[k] = v end
-  end
-  new[self] = old
-  if next(new) == nil then new = nil end
-  set_context(new)
+  with(self, old)  -- the call set other variables meanwhile: they stay, as in Python
 end
 
 -- v:_raw() -> v's value as stored in the current context (nil: unset), for v:_exit

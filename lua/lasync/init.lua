@@ -469,10 +469,12 @@ end
 
 -- {====== running a program ======}
 
+-- "lasync: msg" on stderr (also the interpreter's, lasync.cli)
 local function report(msg)
   io.stderr:write("lasync: ", msg, "\n")
   io.stderr:flush()
 end
+M._report = report
 
 local function print_failure(task, err)
   report(task and task:traceback() or tostring(err))
