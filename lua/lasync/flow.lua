@@ -42,7 +42,6 @@ local function esc_char(c) return ESC[c] or fmt("\\u%04x", c:byte()) end
 local function jstr(s)
   return '"' .. s:gsub('[%c"\\]', esc_char) .. '"'
 end
-M._json_string = jstr
 
 local function jnum(n)
   if n ~= n or n == huge or n == -huge then return "null" end
@@ -143,14 +142,12 @@ local function preview(vals, first, last, limit, redact)
   if full then s = s .. "..." end
   return s
 end
-M._preview = preview
 
 -- The text of a stored preview (a string, or a number kept as it is).
 local function ptext(p)
   if p == nil or p == false then return nil end
   return type(p) == "string" and p or tostring(p)
 end
-M._ptext = ptext
 
 -- {====== nodes and policies ======}
 
@@ -349,6 +346,16 @@ end
 
 -- ',"key":<json>' for a string or number value, "" for nil/false
 local function opt_str(key, v) return v and (',"' .. key .. '":' .. jstr(v)) or "" end
+
+-- What lasync.flow_report needs of this module: the record columns (run._c[R_*]) and the JSON
+-- encoders.
+local FOR_REPORT = {
+  R_PARENT = R_PARENT, R_NODE = R_NODE, R_LABEL = R_LABEL, R_ATTEMPT = R_ATTEMPT,
+  R_STATUS = R_STATUS, R_STARTED = R_STARTED, R_ENDED = R_ENDED, R_LANE = R_LANE,
+  R_INPUT = R_INPUT, R_OUTPUT = R_OUTPUT, R_ERROR = R_ERROR, R_TRACEBACK = R_TRACEBACK,
+  R_METRICS = R_METRICS, R_ATTEMPTS = R_ATTEMPTS,
+  jstr = jstr, jnum = jnum, metrics_json = metrics_json, safe_tostring = safe_tostring,
+}
 
 local function event_start(run, id, node)
   local C = run._c
@@ -746,7 +753,6 @@ local function progress_text(run)
   end
   return concat(parts, "  ")
 end
-M._progress_text = progress_text
 
 local function progress_loop(run)
   local out = run._progress_out or io.stderr
@@ -788,11 +794,7 @@ function M.session(opts)
   opts = check.options(SESSION, opts)
   if current_task() == nil then error("flow.session: must be called from a task", 2) end
   local redact = {}
-  for _, k in ipairs(DEFAULT_REDACT) do redact[k] = true end
-  if opts.redact then
-    redact = {}
-    for k in pairs(check.to_set(opts.redact)) do redact[k:lower()] = true end
-  end
+  for k in pairs(check.to_set(opts.redact or DEFAULT_REDACT)) do redact[k:lower()] = true end
   local run = setmetatable({
     id = new_id(), name = opts.name or "run", status = "running", _ncalls = 0,
     started = now(), started_at = os.time(), ended = nil, total = nil,
@@ -878,7 +880,7 @@ function Run:close(err)
   finalize(self, err)
 end
 
-local RUN_WITH = SESSION
+local RUN_WITH = check.spec("flow.run_with", SESSION)
 
 local function run_body(opts, x, ...)
   local run = M.session(opts)
@@ -1104,12 +1106,7 @@ end
 -- run:save_report(path): the self-contained HTML report (lasync.flow_report)
 function Run:save_report(path)
   if type(path) ~= "string" then error("run:save_report: path must be a string", 2) end
-  write_file(path, require("lasync.flow_report").render(self, {
-    R_PARENT = R_PARENT, R_NODE = R_NODE, R_LABEL = R_LABEL, R_ATTEMPT = R_ATTEMPT,
-    R_STATUS = R_STATUS, R_STARTED = R_STARTED, R_ENDED = R_ENDED, R_LANE = R_LANE,
-    R_INPUT = R_INPUT, R_OUTPUT = R_OUTPUT, R_ERROR = R_ERROR, R_TRACEBACK = R_TRACEBACK,
-    R_METRICS = R_METRICS, R_ATTEMPTS = R_ATTEMPTS,
-  }, jstr, jnum), "run:save_report")
+  write_file(path, require("lasync.flow_report").render(self, FOR_REPORT), "run:save_report")
 end
 
 function Run:__tostring()

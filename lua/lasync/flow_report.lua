@@ -95,8 +95,8 @@ pre { background: #f6f7f9; padding: 6px 8px; border-radius: 4px; white-space: pr
 const D = JSON.parse(document.getElementById("data").textContent);
 const N = D.node.length;
 const STATUS = ["ok", "error", "cancelled", "timeout", "running"];
-const COLOR = { ok: "#2e9d57", error: "#d1433f", cancelled: "#8a8f98", timeout: "#e08a1e",
-  running: "#3b82c4" };
+const CSS = getComputedStyle(document.documentElement);  // the colours of the :root rule
+const COLOR = Object.fromEntries(STATUS.map((s) => [s, CSS.getPropertyValue("--" + s).trim()]));
 const $ = (id) => document.getElementById(id);
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;",
   ">": "&gt;", '"': "&quot;" })[c]);
@@ -414,9 +414,11 @@ local function sparse(col, n, jstr)
   return "{" .. concat(out, ",") .. "}"
 end
 
--- render(run, R, jstr, jnum) -> the report's text, as a list of chunks. R names the record
--- columns (lasync.flow's R_*, of run._c); jstr/jnum encode JSON strings and numbers.
-function M.render(run, R, jstr, jnum)
+-- render(run, R) -> the report's text, as a list of chunks. R is what lasync.flow lends: the
+-- record columns (R.R_*, of run._c) and its JSON encoders (R.jstr, R.jnum, R.metrics_json) and
+-- R.safe_tostring.
+function M.render(run, R)
+  local jstr, jnum, metrics_json = R.jstr, R.jnum, R.metrics_json
   local C = run._c
   local n = run._ncalls
   local t0 = run.started
@@ -454,28 +456,17 @@ function M.render(run, R, jstr, jnum)
       final[#final + 1] = '"' .. i .. '":' .. us(at.last or at[#at][2])
     end
     local m = cmetrics[i]
-    if m then
-      local list = {}
-      for k, v in pairs(m) do list[#list + 1] = jstr(tostring(k)) .. ":" .. jnum(v) end
-      table.sort(list)
-      metrics[#metrics + 1] = '"' .. i .. '":{' .. concat(list, ",") .. "}"
-    end
+    if m then metrics[#metrics + 1] = '"' .. i .. '":' .. metrics_json(m) end
   end
   local summary = {}
   for _, s in ipairs(run:stats()) do
-    local ms = {}
-    for k, v in pairs(s.metrics) do ms[#ms + 1] = jstr(tostring(k)) .. ":" .. jnum(v) end
-    table.sort(ms)
     local function d(x) return x and fmt("%.1f", x * 1e6) or "null" end
     summary[#summary + 1] = fmt('{"node":%s,"calls":%d,"ok":%d,"failed":%d,"retried":%d,' ..
-      '"p50":%s,"p95":%s,"max":%s,"busy":%s,"metrics":{%s}}', jstr(s.node), s.calls, s.ok,
-      s.failed, s.retried, d(s.p50), d(s.p95), d(s.max), d(s.busy), concat(ms, ","))
+      '"p50":%s,"p95":%s,"max":%s,"busy":%s,"metrics":%s}', jstr(s.node), s.calls, s.ok,
+      s.failed, s.retried, d(s.p50), d(s.p95), d(s.max), d(s.busy), metrics_json(s.metrics))
   end
   local ended = run.ended or require("lasync.core").now()
-  local err = run.error ~= nil and jstr((function()
-    local ok, s = pcall(tostring, run.error)
-    return ok and type(s) == "string" and s or "<error>"
-  end)()) or "null"
+  local err = run.error ~= nil and jstr(R.safe_tostring(run.error)) or "null"
   local data = {
     '{"run":{"id":', jstr(run.id), ',"name":', jstr(run.name), ',"status":', jstr(run.status),
     ',"started_at":', jnum(run.started_at), ',"duration":', us(ended), ',"error":', err,
