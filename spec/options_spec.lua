@@ -6,11 +6,7 @@ local async = helper.async
 local http = async.http
 local tcp, unix = async.tcp, async.unix
 
-local function tmp_sock()
-  local p = os.tmpname()
-  os.remove(p)
-  return p .. ".sock"
-end
+local function tmp_sock() return helper.tmpfile(".sock") end
 
 -- Calls f(opts) from this function and returns the error and the line of that call.
 local function attempt(f, opts)

@@ -47,8 +47,7 @@ end
 -- abandoned gate call saw its file): they are removed when the spec file ends.
 local gates = {}
 local function new_gate()
-  local path = os.tmpname()
-  os.remove(path)
+  local path = helper.tmpfile()
   gates[#gates + 1] = path
   return path, setmetatable({}, { __close = function()
     local f = assert(io.open(path, "w"))
